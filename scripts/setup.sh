@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a fresh Debian 12 machine: the Debian packages the tests and the demo
+# use as real peers (dcmtk, dicom3tools, Orthanc, Debian's PyTorch), the Go modules, and the pinned
+# onnxruntime shared library. `make test`, `make demo` and `make bench` run it first; a second run
+# finds everything in place and returns in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  make gcc ca-certificates curl
+  dcmtk dicom3tools orthanc orthanc-dicomweb
+  python3 python3-torch python3-onnx python3-numpy python3-scipy python3-pydicom
+  python3-matplotlib python3-pil python3-tqdm python3-pytest
+)
+
+# Pinned onnxruntime: the npm package onnxruntime-node ships the CPU library for linux-x64. We only
+# unpack the tarball (its install script would fetch CUDA parts from elsewhere) and check both the
+# tarball and the library against these digests.
+ORT_VERSION=1.27.0
+ORT_TGZ_SHA256=c3779c01c59832f8c03e2c392ac3af10bf08579f1822e8b1c63cc451edb302a2
+ORT_LIB_SHA256=d8aff4aa8abee8fb2abb2f2f2459ffc94461e781e41b9f7c072829dd0d470221
+ORT_DIR=third_party/onnxruntime
+ORT_LIB=$ORT_DIR/libonnxruntime.so.$ORT_VERSION
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# Node's npm fetches the pinned onnxruntime; a machine that has npm from elsewhere keeps it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "setup: Go (1.24 or newer) is required and was not found on PATH" >&2
+  exit 1
+fi
+go mod download
+
+if [ ! -f "$ORT_LIB" ] || ! echo "$ORT_LIB_SHA256  $ORT_LIB" | sha256sum -c --status; then
+  echo "setup: fetching onnxruntime $ORT_VERSION (npm onnxruntime-node, CPU library for linux-x64)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ORT_VERSION" >/dev/null)
+  echo "$ORT_TGZ_SHA256  $tmp/onnxruntime-node-$ORT_VERSION.tgz" | sha256sum -c --status \
+    || { echo "setup: onnxruntime-node tarball checksum mismatch" >&2; exit 1; }
+  tar -xzf "$tmp/onnxruntime-node-$ORT_VERSION.tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+  mkdir -p "$ORT_DIR"
+  install -m 0644 "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$ORT_LIB.tmp"
+  echo "$ORT_LIB_SHA256  $ORT_LIB.tmp" | sha256sum -c --status \
+    || { rm -f "$ORT_LIB.tmp"; echo "setup: libonnxruntime checksum mismatch" >&2; exit 1; }
+  mv "$ORT_LIB.tmp" "$ORT_LIB"
+fi
+echo "setup: ok (onnxruntime $ORT_VERSION at $ORT_LIB)"
