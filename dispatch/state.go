@@ -1,0 +1,239 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Study states after the gateway's own "receiving" and "complete".
+const (
+	StateReceived  = "received"  // the bus has the study-complete event
+	StateInferring = "inferring" // an inference worker is processing it
+	StateExporting = "exporting" // SEG objects stored, deliveries pending
+	StateDone      = "done"      // every result delivered to every destination
+	StateFailed    = "failed"    // see Reason
+)
+
+// Delivery states of one result at one destination.
+const (
+	DeliveryPending   = "pending"
+	DeliveryRetrying  = "retrying" // destination unreachable or busy; retried with back-off
+	DeliveryDelivered = "delivered"
+	DeliveryFailed    = "failed" // rejected for good; in the dead-letter stream
+)
+
+// StudyState is the value kept per study in the state bucket and shown by GET /api/studies.
+type StudyState struct {
+	StudyInstanceUID string        `json:"study_instance_uid"`
+	CalledAE         string        `json:"called_ae"`
+	CallingAE        string        `json:"calling_ae,omitempty"`
+	State            string        `json:"state"`
+	Reason           string        `json:"reason,omitempty"`
+	EventID          string        `json:"event_id"` // Nats-Msg-Id of the study-complete event
+	Instances        int           `json:"instances"`
+	Series           []SeriesState `json:"series,omitempty"`
+	Results          []ResultState `json:"results,omitempty"`
+	Attempts         int           `json:"attempts,omitempty"` // inference deliveries of the event
+	Worker           string        `json:"worker,omitempty"`   // inference worker that produced the results
+	ReceivedAt       time.Time     `json:"received_at"`
+	InferredAt       *time.Time    `json:"inferred_at,omitempty"`
+	DoneAt           *time.Time    `json:"done_at,omitempty"`
+	UpdatedAt        time.Time     `json:"updated_at"`
+}
+
+// SeriesState mirrors the gateway's series summary.
+type SeriesState struct {
+	SeriesInstanceUID string `json:"series_instance_uid"`
+	Modality          string `json:"modality"`
+	Instances         int    `json:"instances"`
+}
+
+// ResultState is one SEG object produced for a study.
+type ResultState struct {
+	Route          string          `json:"route"`
+	Model          string          `json:"model"`
+	ModelVersion   string          `json:"model_version"`
+	Output         string          `json:"output"` // rater, samples, probability
+	Series         string          `json:"source_series_instance_uid"`
+	Object         string          `json:"object"` // name in the results object store
+	SOPInstanceUID string          `json:"sop_instance_uid"`
+	Segments       int             `json:"segments"`
+	Frames         int             `json:"frames"`
+	Bytes          int64           `json:"bytes"`
+	Deliveries     []DeliveryState `json:"deliveries,omitempty"`
+}
+
+// DeliveryState is the per-file status at one destination.
+type DeliveryState struct {
+	Destination string    `json:"destination"`
+	State       string    `json:"state"`
+	Status      string    `json:"status,omitempty"` // DIMSE status (0x0000) or HTTP status
+	Reason      string    `json:"reason,omitempty"`
+	Attempts    int       `json:"attempts"`
+	At          time.Time `json:"at"`
+}
+
+var numericUID = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+
+// StudyKey is the state-bucket key of (called AE, StudyInstanceUID): the AE title escaped to the
+// characters NATS keys allow, a dot, and the UID.
+func StudyKey(calledAE, studyUID string) string {
+	uid := studyUID
+	if !numericUID.MatchString(uid) {
+		uid = escapeToken(uid)
+	}
+	return escapeToken(strings.TrimSpace(calledAE)) + "." + uid
+}
+
+// escapeToken keeps letters, digits and '-' and writes every other byte as _XX (hex), so the
+// result is a valid single NATS subject token and KV key part, and the mapping is reversible.
+func escapeToken(s string) string {
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' {
+			sb.WriteByte(c)
+		} else {
+			fmt.Fprintf(&sb, "_%02X", c)
+		}
+	}
+	if sb.Len() == 0 {
+		return "_"
+	}
+	return sb.String()
+}
+
+// errNoChange tells updateState that the mutation decided to leave the value as it is.
+var errNoChange = errors.New("no change")
+
+// updateState applies mutate to the study's state with optimistic concurrency (several workers and
+// export destinations update the same study). mutate gets nil when the key does not exist yet.
+func (b *Bus) updateState(ctx context.Context, key string, mutate func(cur *StudyState) (*StudyState, error)) (*StudyState, error) {
+	for attempt := 0; ; attempt++ {
+		var cur *StudyState
+		var rev uint64
+		entry, err := b.state.Get(ctx, key)
+		switch {
+		case err == nil:
+			cur = new(StudyState)
+			if err := json.Unmarshal(entry.Value(), cur); err != nil {
+				return nil, fmt.Errorf("study state %s is not valid JSON: %w", key, err)
+			}
+			rev = entry.Revision()
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		default:
+			if isTransient(err) && ctx.Err() == nil && attempt < 50 {
+				time.Sleep(backoffStep(attempt, 50*time.Millisecond, time.Second))
+				continue
+			}
+			return nil, fmt.Errorf("read study state %s: %w", key, err)
+		}
+		next, err := mutate(cur)
+		if errors.Is(err, errNoChange) {
+			return cur, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		next.UpdatedAt = time.Now().UTC()
+		data, err := json.Marshal(next)
+		if err != nil {
+			return nil, err
+		}
+		if cur == nil {
+			_, err = b.state.Create(ctx, key, data)
+		} else {
+			_, err = b.state.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return next, nil
+		}
+		conflict := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+		if (conflict || isTransient(err)) && ctx.Err() == nil && attempt < 50 {
+			time.Sleep(backoffStep(attempt, 5*time.Millisecond, 500*time.Millisecond))
+			continue
+		}
+		return nil, fmt.Errorf("write study state %s: %w", key, err)
+	}
+}
+
+// markReceived records a published study-complete event. A replay of the event already recorded
+// changes nothing; a new event (the study gained instances) starts the study over.
+func (b *Bus) markReceived(ctx context.Context, ev StudyComplete, eventID string) error {
+	_, err := b.updateState(ctx, ev.StudyKey(), func(cur *StudyState) (*StudyState, error) {
+		if cur != nil && cur.EventID == eventID {
+			return nil, errNoChange
+		}
+		return newReceivedState(ev, eventID), nil
+	})
+	return err
+}
+
+func newReceivedState(ev StudyComplete, eventID string) *StudyState {
+	st := &StudyState{
+		StudyInstanceUID: ev.StudyInstanceUID,
+		CalledAE:         ev.CalledAE,
+		CallingAE:        ev.CallingAE,
+		State:            StateReceived,
+		EventID:          eventID,
+		Instances:        ev.InstanceCount(),
+		ReceivedAt:       ev.CompletedAt.UTC(),
+	}
+	if st.ReceivedAt.IsZero() {
+		st.ReceivedAt = time.Now().UTC()
+	}
+	for _, se := range ev.Series {
+		st.Series = append(st.Series, SeriesState{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, Instances: len(se.Instances)})
+	}
+	return st
+}
+
+// StudyState returns the state of one study (nil, nil when the bus has never seen it).
+func (b *Bus) StudyState(ctx context.Context, calledAE, studyUID string) (*StudyState, error) {
+	entry, err := b.state.Get(ctx, StudyKey(calledAE, studyUID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of study %s: %w", studyUID, err)
+	}
+	st := new(StudyState)
+	if err := json.Unmarshal(entry.Value(), st); err != nil {
+		return nil, fmt.Errorf("state of study %s is not valid JSON: %w", studyUID, err)
+	}
+	return st, nil
+}
+
+// StudyStates lists every study the bus knows, oldest first.
+func (b *Bus) StudyStates(ctx context.Context) ([]StudyState, error) {
+	lister, err := b.state.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list study states: %w", err)
+	}
+	var out []StudyState
+	for key := range lister.Keys() {
+		entry, err := b.state.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted between list and get
+		}
+		if err != nil {
+			lister.Stop()
+			return nil, fmt.Errorf("read study state %s: %w", key, err)
+		}
+		var st StudyState
+		if err := json.Unmarshal(entry.Value(), &st); err != nil {
+			continue
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ReceivedAt.Before(out[j].ReceivedAt) })
+	return out, nil
+}
