@@ -1,0 +1,72 @@
+// Package dicomio turns a received DICOM series into model input and model output back into
+// DICOM-SEG. It knows no network. Parsing uses github.com/suyashkumar/dicom v1.1.0; writing,
+// element order, the file meta group and 1-bit packing are done here (the library gets those
+// wrong, see ../shared/docs/dicom-notes.md).
+//
+// # Series -> volume
+//
+//	s, err := dicomio.LoadSeries(paths) // or LoadSeriesWithOptions(paths, LoadOptions{...})
+//
+// LoadSeries parses every file, expands enhanced multi-frame images into one Slice per frame
+// (per-frame and shared functional groups: position, orientation, pixel measures, rescale),
+// checks that all instances belong to one series (Study, Series, Frame of Reference, SOP class,
+// modality; no duplicate SOP Instance UID), that orientation, rows/columns and pixel spacing
+// agree, and sorts slices by the projection of ImagePositionPatient on the slice normal
+// (row x column direction). Spacing is checked between every pair of neighbours, not inferred
+// from the first two: two slices at one location are an error; gaps, irregular spacing and
+// in-plane shifts are Series.Warnings (or ErrIrregularSpacing with RejectIrregularSpacing).
+// Slice.Pixels are float32 modality values (rescale slope/intercept applied, 8/16/32-bit,
+// signed or unsigned, BitsStored honoured; MONOCHROME1 inverted within its stored range so
+// brighter is always higher). Only native transfer syntaxes are decoded (NativeTransferSyntaxes).
+//
+// Errors are *Error values naming the instance (path and SOP Instance UID) and attribute; match
+// them with errors.Is against ErrCompressed, ErrGeometry, ErrMixedSeries, ErrTooFewSlices,
+// ErrTruncatedPixelData, ErrUnsupportedPixelFormat, ErrMissingAttribute, ErrIrregularSpacing,
+// ErrNotDICOM, ErrInvalidSpec, ErrInvalidSEG.
+//
+// # Model input and back
+//
+// InputSpec mirrors the manifest's `input` object (docs/model-bundle.md) and can be decoded
+// from it with encoding/json.
+//
+//	plan, err := dicomio.PlanTiles(spec, s.Rows, s.Cols) // validates spec
+//	batch, err := plan.ExtractTiles(s.Slices[i].Pixels)  // [len(plan.Tiles), C, H, W] float32
+//	... run the model on batch, get out [len(plan.Tiles), M, H, W] ...
+//	maps, err := plan.Blend(out, M)                      // M maps of Rows*Cols on the source grid
+//
+// or incrementally with plan.NewBlender(M), Add/AddBatch per tile, Result. Tile mode lays
+// overlapping native-resolution tiles (start every tile-overlap pixels, the last one flush with
+// the far edge; a slice smaller than a tile is edge-padded), normalises each tile on its own
+// (minmax scope "tile") or the whole slice (scope "slice"), and blends outputs back by weighted
+// averaging with linear ramps across the overlaps. Resize mode resamples the whole slice
+// bilinearly to Height x Width and each output map back. Every result has the source's Rows x
+// Cols. A TilePlan depends only on the spec and slice size, so one plan serves a whole series.
+//
+// # DICOM-SEG
+//
+//	info, err := dicomio.WriteSEGFile(path, s, dicomio.SEGDescription{
+//		Type:     dicomio.Binary, // or dicomio.Fractional (PROBABILITY, MaxFractionalValue 255)
+//		Segments: []dicomio.SegmentDescription{{Label: "Nodule rater 1", Category: cat, Type: typ,
+//			Algorithm: dicomio.Algorithm{Name: "D-Persona", Version: "2026.11.28-1"}}},
+//		SeriesDescription: "D-Persona raters", ContentLabel: "DPERSONA",
+//	}, masks) // masks[segment][slice] = Rows*Cols uint8 (nil = empty); see Threshold, QuantizeFraction
+//
+// EncodeSEG/WriteSEG/WriteSEGFile write Segmentation Storage in explicit VR little endian with
+// all required modules: patient and study attributes copied from the source, new UIDs
+// (2.25.<UUID>, see NewUID) unless given, segments numbered from 1 in the order given with
+// labels, category/type codes and algorithm identification, SegmentsOverlap computed from the
+// masks, shared orientation and pixel measures, per-frame source image reference
+// (ReferencedFrameNumber for multi-frame sources), position, dimension index (segment number,
+// 1-based slice index in sorted order) and segment number. Frames are ordered by segment, then
+// slice; all-zero frames are omitted. BINARY frames are one continuous LSB-first bit stream.
+// DS values are at most 16 characters. The description is validated first (CS/LO repertoire
+// and lengths, codes, mask sizes and values).
+//
+// ReadSEG reads a SEG (ours or anyone's) with its own bit unpacking; SEG.Mask and SEG.MasksFor
+// map frames back to source slices by SOP Instance UID (and frame number), checking positions.
+//
+// # Preview
+//
+// RenderPreview draws a source slice (auto-windowed grey) with each segment's outline in a
+// distinct Palette colour and a legend; `dpersona preview` writes it as PNG.
+package dicomio

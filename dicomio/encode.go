@@ -1,0 +1,166 @@
+package dicomio
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"math/big"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// A small explicit-VR-little-endian encoder. We write derived objects ourselves rather than
+// through github.com/suyashkumar/dicom v1.1.0 because that version neither sorts elements nor
+// writes a complete file meta group (see ../shared/docs/dicom-notes.md); owning the encoder keeps
+// element order, lengths, padding and the meta group under test.
+
+// element is one data element; exactly one of the value fields is used, chosen by vr.
+type element struct {
+	tag   uint32
+	vr    string
+	str   []string    // AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT
+	raw   []byte      // OB OW UN
+	u16   []uint16    // US
+	u32   []uint32    // UL, AT (group<<16|element)
+	items [][]element // SQ
+}
+
+func strElem(t uint32, vr string, v ...string) element { return element{tag: t, vr: vr, str: v} }
+func usElem(t uint32, v ...uint16) element             { return element{tag: t, vr: "US", u16: v} }
+func ulElem(t uint32, v ...uint32) element             { return element{tag: t, vr: "UL", u32: v} }
+func atElem(t uint32, v ...uint32) element             { return element{tag: t, vr: "AT", u32: v} }
+func sqElem(t uint32, items ...[]element) element      { return element{tag: t, vr: "SQ", items: items} }
+
+// Value representations with a 4-byte length field in explicit VR (PS3.5 7.1.2).
+var longLengthVR = map[string]bool{"OB": true, "OD": true, "OF": true, "OL": true, "OV": true, "OW": true, "SQ": true, "SV": true, "UC": true, "UN": true, "UR": true, "UT": true, "UV": true}
+
+func (e *element) valueBytes() []byte {
+	var b bytes.Buffer
+	switch e.vr {
+	case "SQ":
+		for _, it := range e.items {
+			body := encodeDataset(it)
+			var hdr [8]byte
+			binary.LittleEndian.PutUint16(hdr[0:], 0xFFFE)
+			binary.LittleEndian.PutUint16(hdr[2:], 0xE000)
+			binary.LittleEndian.PutUint32(hdr[4:], uint32(len(body)))
+			b.Write(hdr[:])
+			b.Write(body)
+		}
+	case "US":
+		for _, v := range e.u16 {
+			binary.Write(&b, binary.LittleEndian, v)
+		}
+	case "UL":
+		for _, v := range e.u32 {
+			binary.Write(&b, binary.LittleEndian, v)
+		}
+	case "AT":
+		for _, v := range e.u32 {
+			binary.Write(&b, binary.LittleEndian, uint16(v>>16))
+			binary.Write(&b, binary.LittleEndian, uint16(v))
+		}
+	case "OB", "OW", "UN":
+		b.Write(e.raw)
+		if b.Len()%2 == 1 {
+			b.WriteByte(0)
+		}
+	default:
+		b.WriteString(strings.Join(e.str, `\`))
+		if b.Len()%2 == 1 {
+			if e.vr == "UI" {
+				b.WriteByte(0)
+			} else {
+				b.WriteByte(' ')
+			}
+		}
+	}
+	return b.Bytes()
+}
+
+// encodeDataset writes elements sorted by tag, as PS3.5 7.1 requires at every nesting level.
+func encodeDataset(elems []element) []byte {
+	sorted := append([]element(nil), elems...)
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].tag < sorted[j].tag })
+	var b bytes.Buffer
+	for i := range sorted {
+		e := &sorted[i]
+		v := e.valueBytes()
+		var hdr [12]byte
+		binary.LittleEndian.PutUint16(hdr[0:], uint16(e.tag>>16))
+		binary.LittleEndian.PutUint16(hdr[2:], uint16(e.tag))
+		copy(hdr[4:6], e.vr)
+		if longLengthVR[e.vr] {
+			binary.LittleEndian.PutUint32(hdr[8:], uint32(len(v)))
+			b.Write(hdr[:12])
+		} else {
+			binary.LittleEndian.PutUint16(hdr[6:], uint16(len(v)))
+			b.Write(hdr[:8])
+		}
+		b.Write(v)
+	}
+	return b.Bytes()
+}
+
+// ImplementationClassUID identifies files written by this package (a 2.25 UUID-derived root).
+const ImplementationClassUID = "2.25.22047542288229317557698361293253583582"
+
+// ImplementationVersionName goes into (0002,0013).
+const ImplementationVersionName = "DPERSONA_1"
+
+const explicitVRLittleEndian = "1.2.840.10008.1.2.1"
+
+// encodePart10 writes the preamble, the complete file meta group and the dataset.
+func encodePart10(sopClassUID, sopInstanceUID string, dataset []element) []byte {
+	meta := encodeDataset([]element{
+		{tag: 0x00020001, vr: "OB", raw: []byte{0, 1}},
+		strElem(0x00020002, "UI", sopClassUID),
+		strElem(0x00020003, "UI", sopInstanceUID),
+		strElem(0x00020010, "UI", explicitVRLittleEndian),
+		strElem(0x00020012, "UI", ImplementationClassUID),
+		strElem(0x00020013, "SH", ImplementationVersionName),
+	})
+	var b bytes.Buffer
+	b.Write(make([]byte, 128))
+	b.WriteString("DICM")
+	b.Write(encodeDataset([]element{ulElem(0x00020000, uint32(len(meta)))}))
+	b.Write(meta)
+	b.Write(encodeDataset(dataset))
+	return b.Bytes()
+}
+
+// NewUID returns a new globally unique UID of the form 2.25.<128-bit random UUID in decimal>
+// (PS3.5 B.2): at most 44 characters, no leading zeros.
+func NewUID() string {
+	var u [16]byte
+	if _, err := rand.Read(u[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return "2.25." + new(big.Int).SetBytes(u[:]).String()
+}
+
+// formatDS renders a decimal string of at most 16 characters (PS3.5 6.2), keeping as many
+// significant digits as fit.
+func formatDS(v float64) string {
+	if s := strconv.FormatFloat(v, 'g', -1, 64); len(s) <= 16 {
+		return s
+	}
+	for prec := 15; prec > 1; prec-- {
+		if s := strconv.FormatFloat(v, 'g', prec, 64); len(s) <= 16 {
+			return s
+		}
+	}
+	return strconv.FormatFloat(v, 'g', 1, 64)
+}
+
+func formatDSs(vs ...float64) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = formatDS(v)
+	}
+	return out
+}
