@@ -1,0 +1,178 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"dpersona/gateway/assembly"
+	"dpersona/gateway/store"
+	"dpersona/internal/testutil"
+)
+
+// recordingSink collects completed studies; failUntil makes the first calls fail.
+type recordingSink struct {
+	mu        sync.Mutex
+	studies   []CompletedStudy
+	calls     int
+	failUntil int
+}
+
+func (r *recordingSink) StudyComplete(ctx context.Context, s CompletedStudy) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.calls <= r.failUntil {
+		return fmt.Errorf("bus unavailable (attempt %d)", r.calls)
+	}
+	r.studies = append(r.studies, s)
+	return nil
+}
+
+func (r *recordingSink) completed() []CompletedStudy {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]CompletedStudy(nil), r.studies...)
+}
+
+// logBuffer is a concurrency-safe log destination, so tests can check what was logged.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type testGateway struct {
+	srv     *Server
+	asm     *assembly.Assembler
+	store   *store.Store
+	sink    *recordingSink
+	addr    string
+	port    int
+	dataDir string
+	logs    *logBuffer
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+type gatewayOptions struct {
+	policy   Policy
+	maxAssoc int
+	quiet    time.Duration
+	dataDir  string
+	sink     *recordingSink
+}
+
+func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
+	t.Helper()
+	if len(opt.policy.AETitles) == 0 {
+		opt.policy.AETitles = []string{"DPERSONA"}
+	}
+	if opt.quiet == 0 {
+		opt.quiet = 300 * time.Millisecond
+	}
+	if opt.dataDir == "" {
+		opt.dataDir = t.TempDir()
+	}
+	if opt.sink == nil {
+		opt.sink = &recordingSink{}
+	}
+	logs := &logBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := store.Open(opt.dataDir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asm, err := assembly.New(assembly.Config{Store: st, QuietWindow: opt.quiet, Sink: opt.sink, Logger: logger, RetryMin: 20 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger}, st, asm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &testGateway{srv: srv, asm: asm, store: st, sink: opt.sink, addr: l.Addr().String(), port: l.Addr().(*net.TCPAddr).Port, dataDir: opt.dataDir, logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() { asm.Run(ctx); close(g.done) }()
+	go srv.Serve(l)
+	t.Cleanup(func() { g.stop(t) })
+	return g
+}
+
+func (g *testGateway) stop(t *testing.T) {
+	if g.cancel == nil {
+		return
+	}
+	ctx, c := context.WithTimeout(context.Background(), 5*time.Second)
+	defer c()
+	if err := g.srv.Shutdown(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	g.cancel()
+	<-g.done
+	g.cancel = nil
+	if t.Failed() {
+		t.Logf("gateway log:\n%s", g.logs.String())
+	}
+}
+
+// storedFiles lists the acknowledged instance files under DATA/studies.
+func storedFiles(t *testing.T, dataDir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dataDir, "studies", "*", "*", "*", "*.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// runTool runs a dcmtk tool with a bounded time and returns its combined output and error.
+func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	path := testutil.RequireTool(t, name)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func dicomFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() && !strings.HasSuffix(e.Name(), ".npz") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}

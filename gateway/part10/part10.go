@@ -1,0 +1,444 @@
+// Package part10 reads and writes the DICOM Part-10 file header (preamble, "DICM", the file meta
+// group 0002) and scans a data set for the few top-level attributes the gateway checks, without
+// decoding pixel data. It handles implicit VR little endian, explicit VR little endian (also the
+// encoding of every compressed transfer syntax) and explicit VR big endian.
+package part10
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// Transfer syntaxes this package knows by name.
+const (
+	ImplicitVRLittleEndian = "1.2.840.10008.1.2"
+	ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
+	DeflatedExplicitVRLE   = "1.2.840.10008.1.2.1.99"
+	ExplicitVRBigEndian    = "1.2.840.10008.1.2.2"
+)
+
+// Tag is a (group, element) pair packed as group<<16 | element.
+type Tag uint32
+
+// Tags the gateway reads.
+const (
+	TagSOPClassUID       Tag = 0x00080016
+	TagSOPInstanceUID    Tag = 0x00080018
+	TagModality          Tag = 0x00080060
+	TagStudyInstanceUID  Tag = 0x0020000D
+	TagSeriesInstanceUID Tag = 0x0020000E
+
+	tagItem          Tag = 0xFFFEE000
+	tagItemDelim     Tag = 0xFFFEE00D
+	tagSequenceDelim Tag = 0xFFFEE0DD
+)
+
+func (t Tag) String() string { return fmt.Sprintf("(%04X,%04X)", uint32(t)>>16, uint32(t)&0xFFFF) }
+
+// ErrNotPart10 means the input has no "DICM" marker after a 128-byte preamble.
+var ErrNotPart10 = errors.New("not a DICOM Part-10 file (no DICM marker after the 128-byte preamble)")
+
+// ErrMalformed wraps data set structure errors.
+var ErrMalformed = errors.New("malformed DICOM data")
+
+// Meta is the file meta information the gateway writes and reads.
+type Meta struct {
+	MediaStorageSOPClassUID    string
+	MediaStorageSOPInstanceUID string
+	TransferSyntaxUID          string
+	ImplementationClassUID     string
+	ImplementationVersionName  string
+	SourceAETitle              string
+}
+
+// maxMetaLength bounds the meta group: it holds a handful of UIDs and short strings.
+const maxMetaLength = 64 * 1024
+
+// ReadMeta reads the preamble and the meta group from r, leaving r at the first byte of the data
+// set. It returns the meta information and the number of bytes consumed (the data set offset).
+func ReadMeta(r *bufio.Reader) (Meta, int64, error) {
+	var m Meta
+	head := make([]byte, 132)
+	if _, err := io.ReadFull(r, head); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return m, 0, ErrNotPart10
+		}
+		return m, 0, err
+	}
+	if string(head[128:132]) != "DICM" {
+		return m, 0, ErrNotPart10
+	}
+	off := int64(132)
+	total := 0
+	for {
+		peek, err := r.Peek(8)
+		if err != nil {
+			if err == io.EOF && len(peek) == 0 {
+				break // a file that is all meta: an empty data set
+			}
+			return m, off, fmt.Errorf("%w: file meta group truncated", ErrMalformed)
+		}
+		if binary.LittleEndian.Uint16(peek) != 0x0002 {
+			break
+		}
+		elem := binary.LittleEndian.Uint16(peek[2:])
+		vr := string(peek[4:6])
+		hdr := 8
+		var n uint32
+		if longVR(vr) {
+			lb, err := r.Peek(12)
+			if err != nil {
+				return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
+			}
+			n = binary.LittleEndian.Uint32(lb[8:])
+			hdr = 12
+		} else {
+			n = uint32(binary.LittleEndian.Uint16(peek[6:]))
+		}
+		total += hdr + int(n)
+		if n == 0xFFFFFFFF || total > maxMetaLength {
+			return m, off, fmt.Errorf("%w: file meta group longer than %d bytes or of undefined length", ErrMalformed, maxMetaLength)
+		}
+		if _, err := r.Discard(hdr); err != nil {
+			return m, off, err
+		}
+		v := make([]byte, n)
+		if _, err := io.ReadFull(r, v); err != nil {
+			return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
+		}
+		off += int64(hdr) + int64(n)
+		s := strings.TrimRight(string(v), "\x00 ")
+		switch elem {
+		case 0x0002:
+			m.MediaStorageSOPClassUID = s
+		case 0x0003:
+			m.MediaStorageSOPInstanceUID = s
+		case 0x0010:
+			m.TransferSyntaxUID = s
+		case 0x0012:
+			m.ImplementationClassUID = s
+		case 0x0013:
+			m.ImplementationVersionName = s
+		case 0x0016:
+			m.SourceAETitle = strings.TrimSpace(s)
+		}
+	}
+	if m.TransferSyntaxUID == "" {
+		return m, off, fmt.Errorf("%w: file meta group has no TransferSyntaxUID (0002,0010)", ErrMalformed)
+	}
+	return m, off, nil
+}
+
+// longVR reports whether an explicit VR has the 2 reserved bytes and a 4-byte length.
+func longVR(vr string) bool {
+	switch vr {
+	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
+		return true
+	}
+	return false
+}
+
+type metaElement struct {
+	elem uint16
+	vr   string
+	v    []byte
+}
+
+// EncodeMeta returns the preamble, "DICM" and the meta group for m (group length first,
+// elements in ascending order, values padded to even length).
+func EncodeMeta(m Meta) []byte {
+	pad := func(s string, padByte byte) []byte {
+		b := []byte(s)
+		if len(b)%2 == 1 {
+			b = append(b, padByte)
+		}
+		return b
+	}
+	els := []metaElement{
+		{0x0001, "OB", []byte{0x00, 0x01}},
+		{0x0002, "UI", pad(m.MediaStorageSOPClassUID, 0)},
+		{0x0003, "UI", pad(m.MediaStorageSOPInstanceUID, 0)},
+		{0x0010, "UI", pad(m.TransferSyntaxUID, 0)},
+		{0x0012, "UI", pad(m.ImplementationClassUID, 0)},
+	}
+	if m.ImplementationVersionName != "" {
+		els = append(els, metaElement{0x0013, "SH", pad(m.ImplementationVersionName, ' ')})
+	}
+	if m.SourceAETitle != "" {
+		els = append(els, metaElement{0x0016, "AE", pad(m.SourceAETitle, ' ')})
+	}
+	sort.Slice(els, func(i, j int) bool { return els[i].elem < els[j].elem })
+	var body []byte
+	for _, e := range els {
+		body = binary.LittleEndian.AppendUint16(body, 0x0002)
+		body = binary.LittleEndian.AppendUint16(body, e.elem)
+		body = append(body, e.vr...)
+		if longVR(e.vr) {
+			body = append(body, 0, 0)
+			body = binary.LittleEndian.AppendUint32(body, uint32(len(e.v)))
+		} else {
+			body = binary.LittleEndian.AppendUint16(body, uint16(len(e.v)))
+		}
+		body = append(body, e.v...)
+	}
+	out := make([]byte, 128, 132+12+len(body))
+	out = append(out, "DICM"...)
+	out = append(out, 0x02, 0x00, 0x00, 0x00, 'U', 'L', 4, 0)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
+	return append(out, body...)
+}
+
+// Encoding describes how a transfer syntax encodes the data set.
+type Encoding struct {
+	Explicit  bool
+	BigEndian bool
+}
+
+// EncodingOf returns the data set encoding of a transfer syntax, or an error for one whose data
+// set cannot be scanned without inflating it.
+func EncodingOf(ts string) (Encoding, error) {
+	switch ts {
+	case ImplicitVRLittleEndian:
+		return Encoding{}, nil
+	case ExplicitVRBigEndian:
+		return Encoding{Explicit: true, BigEndian: true}, nil
+	case DeflatedExplicitVRLE:
+		return Encoding{}, fmt.Errorf("transfer syntax %s (deflate) is not supported", ts)
+	case "":
+		return Encoding{}, errors.New("no transfer syntax")
+	}
+	// Every other standard transfer syntax (explicit VR LE and the compressed ones) encodes the
+	// data set in explicit VR little endian.
+	return Encoding{Explicit: true}, nil
+}
+
+// maxScanValue bounds a value the scanner keeps; the attributes it looks for are short strings.
+const maxScanValue = 1024
+
+// maxScanDepth bounds nesting of sequences while skipping them.
+const maxScanDepth = 64
+
+type scanner struct {
+	r   *bufio.Reader
+	bo  binary.ByteOrder
+	enc Encoding
+}
+
+// Scan reads top-level elements of a data set from r until it has passed the largest wanted tag,
+// and returns the wanted values as trimmed strings (absent tags are absent from the map). Values
+// of other elements are skipped without being read into memory; sequences of undefined length are
+// walked item by item.
+func Scan(r *bufio.Reader, ts string, wanted ...Tag) (map[Tag]string, error) {
+	enc, err := EncodingOf(ts)
+	if err != nil {
+		return nil, err
+	}
+	s := &scanner{r: r, enc: enc, bo: binary.LittleEndian}
+	if enc.BigEndian {
+		s.bo = binary.BigEndian
+	}
+	var last Tag
+	want := map[Tag]bool{}
+	for _, t := range wanted {
+		want[t] = true
+		if t > last {
+			last = t
+		}
+	}
+	out := map[Tag]string{}
+	var prev Tag
+	for {
+		tag, vr, n, err := s.header(s.enc.Explicit)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		if tag < prev {
+			return out, fmt.Errorf("%w: element %s follows %s (not in ascending order)", ErrMalformed, tag, prev)
+		}
+		prev = tag
+		if tag > last {
+			return out, nil
+		}
+		if want[tag] && n != 0xFFFFFFFF {
+			if n > maxScanValue {
+				return out, fmt.Errorf("%w: element %s is %d bytes, longer than any such value", ErrMalformed, tag, n)
+			}
+			v := make([]byte, n)
+			if _, err := io.ReadFull(s.r, v); err != nil {
+				return out, fmt.Errorf("%w: element %s truncated", ErrMalformed, tag)
+			}
+			out[tag] = strings.Trim(string(v), "\x00 ")
+			continue
+		}
+		if err := s.skipValue(tag, vr, n, s.enc.Explicit, 0); err != nil {
+			return out, err
+		}
+	}
+}
+
+// header reads one element header. io.EOF is returned only at a clean element boundary.
+func (s *scanner) header(explicit bool) (Tag, string, uint32, error) {
+	b, err := s.r.Peek(8)
+	if len(b) == 0 && err == io.EOF {
+		return 0, "", 0, io.EOF
+	}
+	if err != nil {
+		return 0, "", 0, fmt.Errorf("%w: element header truncated", ErrMalformed)
+	}
+	tag := Tag(uint32(s.bo.Uint16(b))<<16 | uint32(s.bo.Uint16(b[2:])))
+	if tag == tagItem || tag == tagItemDelim || tag == tagSequenceDelim || !explicit {
+		n := s.bo.Uint32(b[4:])
+		s.r.Discard(8)
+		return tag, "", n, nil
+	}
+	vr := string(b[4:6])
+	if longVR(vr) {
+		lb, err := s.r.Peek(12)
+		if err != nil {
+			return 0, "", 0, fmt.Errorf("%w: element %s header truncated", ErrMalformed, tag)
+		}
+		n := s.bo.Uint32(lb[8:])
+		s.r.Discard(12)
+		return tag, vr, n, nil
+	}
+	if vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z' {
+		return 0, "", 0, fmt.Errorf("%w: element %s has no valid VR (bytes %q)", ErrMalformed, tag, vr)
+	}
+	n := uint32(s.bo.Uint16(b[6:]))
+	s.r.Discard(8)
+	return tag, vr, n, nil
+}
+
+func (s *scanner) discard(n uint32, tag Tag) error {
+	if _, err := s.r.Discard(int(n)); err != nil {
+		return fmt.Errorf("%w: value of %s truncated (%d bytes declared)", ErrMalformed, tag, n)
+	}
+	return nil
+}
+
+// skipValue skips the value of an element whose header was read.
+func (s *scanner) skipValue(tag Tag, vr string, n uint32, explicit bool, depth int) error {
+	if n != 0xFFFFFFFF {
+		return s.discard(n, tag)
+	}
+	if depth >= maxScanDepth {
+		return fmt.Errorf("%w: sequences nested deeper than %d", ErrMalformed, maxScanDepth)
+	}
+	// Undefined length: a sequence (SQ, or UN/implicit whose contents are implicit VR LE per
+	// PS3.5 6.2.2) or encapsulated pixel data (items of defined length).
+	if vr == "UN" {
+		explicit = false
+	}
+	for {
+		itag, _, in, err := s.header(false)
+		if err != nil {
+			if err == io.EOF {
+				return fmt.Errorf("%w: sequence %s not terminated", ErrMalformed, tag)
+			}
+			return err
+		}
+		switch itag {
+		case tagSequenceDelim:
+			return nil
+		case tagItem:
+			if in != 0xFFFFFFFF {
+				if err := s.discard(in, tag); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := s.skipItem(explicit, depth+1); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: %s inside sequence %s where an item was expected", ErrMalformed, itag, tag)
+		}
+	}
+}
+
+// skipItem skips the elements of an item of undefined length up to its delimiter.
+func (s *scanner) skipItem(explicit bool, depth int) error {
+	for {
+		tag, vr, n, err := s.header(explicit)
+		if err != nil {
+			if err == io.EOF {
+				return fmt.Errorf("%w: item not terminated", ErrMalformed)
+			}
+			return err
+		}
+		if tag == tagItemDelim {
+			return nil
+		}
+		if tag == tagItem || tag == tagSequenceDelim {
+			return fmt.Errorf("%w: %s directly inside an item", ErrMalformed, tag)
+		}
+		if err := s.skipValue(tag, vr, n, explicit, depth); err != nil {
+			return err
+		}
+	}
+}
+
+// Instance identifies one received or stored instance.
+type Instance struct {
+	SOPClassUID, SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID, Modality string
+}
+
+// ScanInstance reads the identifying attributes of a data set.
+func ScanInstance(r *bufio.Reader, ts string) (Instance, error) {
+	v, err := Scan(r, ts, TagSOPClassUID, TagSOPInstanceUID, TagModality, TagStudyInstanceUID, TagSeriesInstanceUID)
+	inst := Instance{
+		SOPClassUID:       v[TagSOPClassUID],
+		SOPInstanceUID:    v[TagSOPInstanceUID],
+		StudyInstanceUID:  v[TagStudyInstanceUID],
+		SeriesInstanceUID: v[TagSeriesInstanceUID],
+		Modality:          v[TagModality],
+	}
+	return inst, err
+}
+
+// ReadFileHeader reads the meta group and the identifying attributes of a Part-10 stream.
+func ReadFileHeader(r io.Reader) (Meta, Instance, int64, error) {
+	br := bufio.NewReaderSize(r, 32*1024)
+	m, off, err := ReadMeta(br)
+	if err != nil {
+		return m, Instance{}, off, err
+	}
+	inst, err := ScanInstance(br, m.TransferSyntaxUID)
+	return m, inst, off, err
+}
+
+// ValidUID reports whether s is a syntactically valid UID usable as a file or directory name:
+// 1..64 characters, digit components separated by single dots.
+func ValidUID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	prevDot := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if prevDot {
+				return false
+			}
+			prevDot = true
+		case c >= '0' && c <= '9':
+			prevDot = false
+		default:
+			return false
+		}
+	}
+	return !prevDot
+}
+
+// bytesReader helps tests and fuzzers scan an in-memory data set.
+func bytesReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }

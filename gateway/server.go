@@ -1,0 +1,420 @@
+// Package gateway is the DICOM network face of dpersona: a storage SCP (C-ECHO, C-STORE) with an
+// association policy, a durable instance store (gateway/store) and study assembly
+// (gateway/assembly). The upper layer (gateway/ul), PDUs (gateway/pdu) and DIMSE command sets
+// (gateway/dimse) are shared with the SCU client (gateway/scu).
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"dpersona/gateway/assembly"
+	"dpersona/gateway/dimse"
+	"dpersona/gateway/pdu"
+	"dpersona/gateway/store"
+	"dpersona/gateway/ul"
+)
+
+// The gateway -> bus contract (docs/architecture.md) names these types in package gateway.
+type (
+	StudySink       = assembly.StudySink
+	StudySinkFunc   = assembly.StudySinkFunc
+	CompletedStudy  = assembly.CompletedStudy
+	CompletedSeries = assembly.CompletedSeries
+	StoredInstance  = assembly.StoredInstance
+)
+
+// Config configures a Server.
+type Config struct {
+	Policy
+	// MaxAssociations bounds concurrent associations; more are rejected as transient
+	// (presentation provider, local limit exceeded). Default 32.
+	MaxAssociations int
+	// UL holds the upper-layer limits and timeouts (max PDU, ARTIM, read, idle, write).
+	UL     ul.Config
+	Logger *slog.Logger
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+// Server is the storage SCP. Create it with NewServer, run Serve, stop with Shutdown.
+type Server struct {
+	cfg   Config
+	store *store.Store
+	asm   *assembly.Assembler
+	log   *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*connState]struct{}
+	closing   atomic.Bool
+	handlers  sync.WaitGroup
+	active    atomic.Int64
+
+	stored   atomic.Int64
+	failed   atomic.Int64
+	received atomic.Int64 // bytes of acknowledged instances
+}
+
+type connState struct {
+	conn  net.Conn
+	assoc *ul.Association
+	busy  bool // inside a DIMSE operation: Shutdown waits for it
+}
+
+// NewServer checks the configuration. asm may be nil (instances are then stored but not
+// assembled, e.g. in tools).
+func NewServer(cfg Config, st *store.Store, asm *assembly.Assembler) (*Server, error) {
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return nil, errors.New("gateway: a store is required")
+	}
+	if cfg.MaxAssociations <= 0 {
+		cfg.MaxAssociations = 32
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, store: st, asm: asm, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*connState]struct{}{}}, nil
+}
+
+// Stats are counters since start.
+type Stats struct {
+	ActiveAssociations int64
+	InstancesStored    int64
+	InstancesFailed    int64
+	BytesStored        int64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{ActiveAssociations: s.active.Load(), InstancesStored: s.stored.Load(), InstancesFailed: s.failed.Load(), BytesStored: s.received.Load()}
+}
+
+// ListenAndServe listens on addr (host:port) and serves until Shutdown.
+func (s *Server) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts associations on l until Shutdown; it always returns a non-nil error
+// (ErrServerClosed after Shutdown).
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+				backoff = max(min(backoff*2, time.Second), 5*time.Millisecond)
+				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if tcp, ok := conn.(*net.TCPConn); ok {
+			tcp.SetNoDelay(true)
+		}
+		cs := &connState{conn: conn, busy: true}
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			conn.Close()
+			return ErrServerClosed
+		}
+		s.conns[cs] = struct{}{}
+		s.handlers.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(cs)
+	}
+}
+
+// Shutdown stops accepting, aborts idle associations at once and waits for associations in the
+// middle of an operation to finish it (each is aborted after its response). When ctx ends first,
+// the remaining associations are aborted: their unacknowledged instances are discarded.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.closeIdle(false)
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			s.closeIdle(true)
+			<-done
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) closeIdle(all bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for cs := range s.conns {
+		if cs.busy && !all {
+			continue
+		}
+		if cs.assoc != nil {
+			go cs.assoc.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonNotSpecified)
+		} else {
+			cs.conn.Close()
+		}
+	}
+}
+
+// setBusy marks whether the association is inside an operation; it reports false when the
+// server is shutting down and the association should end.
+func (s *Server) setBusy(cs *connState, busy bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs.busy = busy
+	return !s.closing.Load()
+}
+
+func (s *Server) serveConn(cs *connState) {
+	defer s.handlers.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, cs)
+		s.mu.Unlock()
+	}()
+	overLimit := s.active.Add(1) > int64(s.cfg.MaxAssociations)
+	defer s.active.Add(-1)
+	remote := cs.conn.RemoteAddr()
+	var reason string
+	assoc, rq, err := ul.Accept(cs.conn, s.cfg.UL, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {
+		if overLimit {
+			reason = fmt.Sprintf("limit of %d concurrent associations reached", s.cfg.MaxAssociations)
+			return nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
+		}
+		answers, rj, why := s.cfg.Policy.negotiate(rq, remote)
+		reason = why
+		return answers, rj
+	})
+	if err != nil {
+		attrs := []any{"remote", remote.String(), "err", err}
+		if rq != nil {
+			attrs = append(attrs, "calling_ae", rq.CallingAE, "called_ae", rq.CalledAE)
+		}
+		if reason != "" {
+			attrs = append(attrs, "reason", reason)
+		}
+		if errors.Is(err, ul.ErrRejected) {
+			s.log.Warn("association rejected", attrs...)
+		} else {
+			s.log.Warn("association failed before establishment", attrs...)
+		}
+		return
+	}
+	s.mu.Lock()
+	cs.assoc = assoc
+	s.mu.Unlock()
+	accepted := 0
+	for _, pc := range assoc.Contexts() {
+		if pc.Accepted {
+			accepted++
+		}
+	}
+	start := time.Now()
+	s.log.Info("association accepted", "remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
+		"contexts_proposed", len(rq.PresentationContexts), "contexts_accepted", accepted, "peer_max_pdu", assoc.PeerMaxPDULength)
+	sess := &session{s: s, assoc: assoc}
+	err = sess.run(cs)
+	attrs := []any{"remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
+		"stored", sess.stored, "failed", sess.failed, "bytes", sess.bytes, "duration", time.Since(start).Round(time.Millisecond)}
+	switch {
+	case err == nil:
+		s.log.Info("association released", attrs...)
+	case errors.Is(err, ul.ErrPeerAborted):
+		s.log.Warn("association aborted by peer", attrs...)
+	default:
+		s.log.Warn("association ended abnormally", append(attrs, "err", err)...)
+	}
+}
+
+// session is one association's DIMSE loop.
+type session struct {
+	s              *Server
+	assoc          *ul.Association
+	stored, failed int
+	bytes          int64
+}
+
+var errShutdown = errors.New("server shutting down")
+
+func (x *session) run(cs *connState) error {
+	for {
+		if !x.s.setBusy(cs, false) {
+			x.assoc.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonNotSpecified)
+			return errShutdown
+		}
+		pcID, raw, err := x.assoc.ReadCommand()
+		if err != nil {
+			if errors.Is(err, ul.ErrReleaseRequested) {
+				x.assoc.ReplyRelease()
+				return nil
+			}
+			return err
+		}
+		x.s.setBusy(cs, true)
+		cmd, err := dimse.Decode(raw)
+		if err != nil {
+			x.assoc.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParameterValue)
+			return err
+		}
+		pc, _ := x.assoc.Context(pcID)
+		switch cmd.CommandField {
+		case dimse.CEchoRQ:
+			if cmd.HasDataSet() {
+				if _, err := io.Copy(io.Discard, x.assoc.DataReader(pcID)); err != nil {
+					return err
+				}
+			}
+			if err := x.respond(pcID, cmd, dimse.CEchoRSP, dimse.StatusSuccess, ""); err != nil {
+				return err
+			}
+		case dimse.CStoreRQ:
+			if err := x.store(pcID, pc, cmd); err != nil {
+				return err
+			}
+		default:
+			if cmd.IsResponse() {
+				x.assoc.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedParameter)
+				return fmt.Errorf("%w: unexpected DIMSE response 0x%04x from the requestor", ul.ErrProtocol, cmd.CommandField)
+			}
+			if cmd.HasDataSet() {
+				if _, err := io.Copy(io.Discard, x.assoc.DataReader(pcID)); err != nil {
+					return err
+				}
+			}
+			x.s.log.Warn("unsupported DIMSE operation", "command_field", fmt.Sprintf("0x%04x", cmd.CommandField), "calling_ae", x.assoc.CallingAE)
+			if err := x.respond(pcID, cmd, cmd.CommandField|0x8000, dimse.StatusUnrecognizedOperation, "only C-ECHO and C-STORE are served"); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (x *session) respond(pcID byte, rq *dimse.Command, field, status uint16, comment string) error {
+	rsp := &dimse.Command{CommandField: field, MessageIDBeingRespondedTo: rq.MessageID, AffectedSOPClassUID: rq.AffectedSOPClassUID,
+		AffectedSOPInstanceUID: rq.AffectedSOPInstanceUID, CommandDataSetType: dimse.NoDataSet, Status: status}
+	if status != dimse.StatusSuccess {
+		rsp.ErrorComment = comment
+	}
+	return x.assoc.WriteCommand(pcID, rsp.Encode())
+}
+
+// store receives one C-STORE data set into the store and answers with the outcome. It returns an
+// error only when the association cannot go on.
+func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Command) error {
+	log := x.s.log
+	if !cmd.HasDataSet() {
+		x.failed++
+		x.s.failed.Add(1)
+		return x.respond(pcID, cmd, dimse.CStoreRSP, dimse.StatusCannotUnderstand, "C-STORE-RQ without a data set")
+	}
+	data := x.assoc.DataReader(pcID)
+	reject := func(status uint16, comment string) error {
+		if _, err := io.Copy(io.Discard, data); err != nil {
+			return err
+		}
+		x.failed++
+		x.s.failed.Add(1)
+		log.Warn("instance refused", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "status", fmt.Sprintf("0x%04x", status), "reason", comment)
+		return x.respond(pcID, cmd, dimse.CStoreRSP, status, comment)
+	}
+	if pc.AbstractSyntax != cmd.AffectedSOPClassUID {
+		return reject(dimse.StatusSOPClassNotSupported, fmt.Sprintf("SOP class %s sent on a context for %s", cmd.AffectedSOPClassUID, pc.AbstractSyntax))
+	}
+	pending, err := x.s.store.Begin(store.Incoming{CalledAE: x.assoc.CalledAE, CallingAE: x.assoc.CallingAE,
+		SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: pc.TransferSyntax})
+	if err != nil {
+		return reject(statusFor(err), errorComment(err))
+	}
+	if _, err := io.Copy(pending, data); err != nil {
+		pending.Discard()
+		log.Warn("association dropped during a data set; partial instance discarded", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "err", err)
+		return err
+	}
+	inst, err := pending.Commit()
+	if err != nil {
+		x.failed++
+		x.s.failed.Add(1)
+		log.Error("instance not stored", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "err", err)
+		return x.respond(pcID, cmd, dimse.CStoreRSP, statusFor(err), errorComment(err))
+	}
+	if x.s.asm != nil {
+		x.s.asm.Add(x.assoc.CalledAE, x.assoc.CallingAE, inst)
+	}
+	x.stored++
+	x.bytes += inst.Size
+	x.s.stored.Add(1)
+	x.s.received.Add(inst.Size)
+	log.Debug("instance stored", "sop_instance", inst.SOPInstanceUID, "study", inst.StudyInstanceUID, "series", inst.SeriesInstanceUID, "bytes", inst.Size)
+	return x.respond(pcID, cmd, dimse.CStoreRSP, dimse.StatusSuccess, "")
+}
+
+// errorComment is the part of a store error worth the 64 characters of ErrorComment: the cause,
+// without the generic prefix of its kind.
+func errorComment(err error) string {
+	msg := err.Error()
+	for _, kind := range []error{store.ErrMismatch, store.ErrCannotUnderstand, store.ErrOutOfResources} {
+		msg = strings.TrimPrefix(msg, kind.Error()+": ")
+	}
+	return msg
+}
+
+// statusFor maps a store error to a C-STORE failure status.
+func statusFor(err error) uint16 {
+	switch {
+	case errors.Is(err, store.ErrMismatch):
+		return dimse.StatusDataSetDoesNotMatchClass
+	case errors.Is(err, store.ErrCannotUnderstand):
+		return dimse.StatusCannotUnderstand
+	case store.IsDiskFull(err):
+		return dimse.StatusOutOfResources
+	}
+	return dimse.StatusOutOfResources + 1 // 0xA701: other local resource failure
+}

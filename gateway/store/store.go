@@ -1,0 +1,388 @@
+// Package store writes received instances durably as Part-10 files. An instance is first written
+// to a temporary file under DATA/incoming, checked, fsynced, renamed to
+// DATA/studies/<AE>/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm and the directory is fsynced;
+// only then is it reported as stored, so a success status never precedes durability. A re-sent
+// instance replaces the earlier file atomically: it exists exactly once.
+package store
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"dpersona/gateway/part10"
+)
+
+// Store is the instance store rooted at a data directory.
+type Store struct {
+	dataDir     string
+	incomingDir string
+	studiesDir  string
+	// NoSync skips fsync (tests of logic only; never in production).
+	noSync bool
+
+	dirSyncs sync.Map // directory path -> *dirSyncer
+	mkdirMu  sync.Mutex
+}
+
+// Options tune a store.
+type Options struct {
+	// NoSync disables fsync; durability is then lost on power failure. For benchmarks of the
+	// network path only.
+	NoSync bool
+}
+
+// Open prepares DATA/incoming and DATA/studies. Files left in incoming by a previous run were never
+// acknowledged and are removed.
+func Open(dataDir string, opt Options) (*Store, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dataDir: abs, incomingDir: filepath.Join(abs, "incoming"), studiesDir: filepath.Join(abs, "studies"), noSync: opt.NoSync}
+	for _, d := range []string{s.incomingDir, s.studiesDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("store: create %s: %w", d, err)
+		}
+	}
+	entries, err := os.ReadDir(s.incomingDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: read %s: %w", s.incomingDir, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.incomingDir, e.Name())); err != nil {
+			return nil, fmt.Errorf("store: remove unacknowledged %s: %w", e.Name(), err)
+		}
+	}
+	return s, nil
+}
+
+// DataDir is the absolute data directory.
+func (s *Store) DataDir() string { return s.dataDir }
+
+// StudiesDir is DATA/studies.
+func (s *Store) StudiesDir() string { return s.studiesDir }
+
+// StudyDir is the directory of one study of one called AE.
+func (s *Store) StudyDir(calledAE, studyUID string) string {
+	return filepath.Join(s.studiesDir, AEDirName(calledAE), studyUID)
+}
+
+// AEDirName maps an AE title to a directory name: characters other than letters, digits, '-',
+// '_' and '.' become '_' (AE titles may hold spaces or slashes); "." and ".." are never produced.
+func AEDirName(ae string) string {
+	var b strings.Builder
+	for _, c := range ae {
+		if (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	if b.Len() == 0 {
+		return "_"
+	}
+	return b.String()
+}
+
+// Failure kinds, so the SCP can choose the DIMSE status.
+var (
+	// ErrOutOfResources: the disk is full or another local resource failed (status 0xA7xx).
+	ErrOutOfResources = errors.New("out of resources")
+	// ErrMismatch: the data set's SOP class or instance differs from the command's (0xA900).
+	ErrMismatch = errors.New("data set does not match the command")
+	// ErrCannotUnderstand: the data set cannot be parsed or lacks identifying attributes (0xC000).
+	ErrCannotUnderstand = errors.New("cannot understand data set")
+)
+
+// Incoming describes an instance about to be received: what the C-STORE command announced.
+type Incoming struct {
+	CalledAE, CallingAE string
+	SOPClassUID         string
+	SOPInstanceUID      string
+	TransferSyntaxUID   string
+}
+
+// StoredInstance is an acknowledged instance on disk.
+type StoredInstance struct {
+	SOPInstanceUID, SOPClassUID string
+	StudyInstanceUID            string
+	SeriesInstanceUID           string
+	Modality                    string
+	TransferSyntaxUID           string
+	Path                        string // absolute
+	Size                        int64
+}
+
+// Pending is an instance being written. Write the data set to it, then Commit or Discard.
+type Pending struct {
+	s    *Store
+	in   Incoming
+	f    *os.File
+	w    *bufio.Writer
+	size int64
+	err  error
+}
+
+func resourceError(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrOutOfResources, op, err)
+}
+
+// IsDiskFull reports whether err comes from a full disk or exhausted quota.
+func IsDiskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Begin creates the temporary file and writes the Part-10 header for the announced instance.
+func (s *Store) Begin(in Incoming) (*Pending, error) {
+	if !part10.ValidUID(in.SOPInstanceUID) {
+		return nil, fmt.Errorf("%w: command's SOP instance UID %q is not a valid UID", ErrCannotUnderstand, in.SOPInstanceUID)
+	}
+	f, err := os.CreateTemp(s.incomingDir, in.SOPInstanceUID+".*.part")
+	if err != nil {
+		return nil, resourceError("create temporary file", err)
+	}
+	p := &Pending{s: s, in: in, f: f, w: bufio.NewWriterSize(f, 256*1024)}
+	hdr := part10.EncodeMeta(part10.Meta{
+		MediaStorageSOPClassUID:    in.SOPClassUID,
+		MediaStorageSOPInstanceUID: in.SOPInstanceUID,
+		TransferSyntaxUID:          in.TransferSyntaxUID,
+		ImplementationClassUID:     ImplementationClassUID,
+		ImplementationVersionName:  ImplementationVersionName,
+		SourceAETitle:              in.CallingAE,
+	})
+	if _, err := p.w.Write(hdr); err != nil {
+		p.Discard()
+		return nil, resourceError("write file meta", err)
+	}
+	return p, nil
+}
+
+// ImplementationClassUID and ImplementationVersionName are written into every file's meta group;
+// they equal the upper layer's (package ul) so peers see one implementation.
+const (
+	ImplementationClassUID    = "2.25.255036937218049958740476823424315904937"
+	ImplementationVersionName = "DPERSONA_1"
+)
+
+// Write appends data set bytes. After the first error it keeps accepting (and dropping) bytes so
+// the caller can drain the network; the error is reported by Commit.
+func (p *Pending) Write(b []byte) (int, error) {
+	if p.err == nil {
+		n, err := p.w.Write(b)
+		p.size += int64(n)
+		if err != nil {
+			p.err = resourceError("write data set", err)
+		}
+	}
+	return len(b), nil
+}
+
+// ReadFrom lets io.Copy hand large chunks straight to the buffered writer.
+func (p *Pending) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 128*1024)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			p.Write(buf[:n])
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// Discard removes the temporary file.
+func (p *Pending) Discard() {
+	if p.f != nil {
+		name := p.f.Name()
+		p.f.Close()
+		os.Remove(name)
+		p.f = nil
+	}
+}
+
+// Commit checks the written instance against the command, makes it durable, and moves it into
+// its study. On any error the temporary file is removed and nothing is stored.
+func (p *Pending) Commit() (StoredInstance, error) {
+	defer p.Discard()
+	if p.err != nil {
+		return StoredInstance{}, p.err
+	}
+	if err := p.w.Flush(); err != nil {
+		return StoredInstance{}, resourceError("write data set", err)
+	}
+	if _, err := p.f.Seek(0, io.SeekStart); err != nil {
+		return StoredInstance{}, resourceError("seek", err)
+	}
+	_, inst, off, err := part10.ReadFileHeader(p.f)
+	if err != nil {
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: %w", ErrCannotUnderstand, p.in.SOPInstanceUID, err)
+	}
+	if p.size == 0 {
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: empty data set", ErrCannotUnderstand, p.in.SOPInstanceUID)
+	}
+	switch {
+	case inst.SOPInstanceUID == "":
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: data set has no SOPInstanceUID (0008,0018)", ErrCannotUnderstand, p.in.SOPInstanceUID)
+	case inst.SOPInstanceUID != p.in.SOPInstanceUID:
+		return StoredInstance{}, fmt.Errorf("%w: SOPInstanceUID of the data set differs from the command's (%s, command %s)", ErrMismatch, inst.SOPInstanceUID, p.in.SOPInstanceUID)
+	case inst.SOPClassUID != "" && inst.SOPClassUID != p.in.SOPClassUID:
+		return StoredInstance{}, fmt.Errorf("%w: SOPClassUID of the data set differs from the command's (%s, command %s, instance %s)", ErrMismatch, inst.SOPClassUID, p.in.SOPClassUID, inst.SOPInstanceUID)
+	case !part10.ValidUID(inst.StudyInstanceUID):
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: StudyInstanceUID (0020,000D) %q is missing or invalid", ErrCannotUnderstand, inst.SOPInstanceUID, inst.StudyInstanceUID)
+	case !part10.ValidUID(inst.SeriesInstanceUID):
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: SeriesInstanceUID (0020,000E) %q is missing or invalid", ErrCannotUnderstand, inst.SOPInstanceUID, inst.SeriesInstanceUID)
+	}
+	if !p.s.noSync {
+		if err := p.f.Sync(); err != nil {
+			return StoredInstance{}, resourceError("fsync", err)
+		}
+	}
+	seriesDir := filepath.Join(p.s.StudyDir(p.in.CalledAE, inst.StudyInstanceUID), inst.SeriesInstanceUID)
+	if err := p.s.mkdirDurable(seriesDir); err != nil {
+		return StoredInstance{}, resourceError("create series directory", err)
+	}
+	final := filepath.Join(seriesDir, inst.SOPInstanceUID+".dcm")
+	if err := os.Rename(p.f.Name(), final); err != nil {
+		return StoredInstance{}, resourceError("rename into study", err)
+	}
+	p.f.Close()
+	p.f = nil
+	if err := p.s.syncDir(seriesDir); err != nil {
+		// The file is in place but its directory entry may not survive a crash: report failure
+		// (the sender retries; a re-sent instance replaces this one).
+		return StoredInstance{}, resourceError("fsync series directory", err)
+	}
+	return StoredInstance{
+		SOPInstanceUID:    inst.SOPInstanceUID,
+		SOPClassUID:       p.in.SOPClassUID,
+		StudyInstanceUID:  inst.StudyInstanceUID,
+		SeriesInstanceUID: inst.SeriesInstanceUID,
+		Modality:          inst.Modality,
+		TransferSyntaxUID: p.in.TransferSyntaxUID,
+		Path:              final,
+		Size:              off + p.size,
+	}, nil
+}
+
+// mkdirDurable creates dir and any missing parents, fsyncing each parent whose entries changed.
+func (s *Store) mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	s.mkdirMu.Lock()
+	defer s.mkdirMu.Unlock()
+	var missing []string
+	for d := dir; d != s.studiesDir && d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
+			return err
+		}
+		if err := s.syncDir(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dirSyncer coalesces directory fsyncs: a caller needs one fsync that started after its rename;
+// when several renames land in the same directory concurrently, one fsync covers them all.
+type dirSyncer struct {
+	renames atomic.Uint64 // count of renames announced
+	mu      sync.Mutex
+	synced  uint64 // renames covered by the last completed fsync
+}
+
+func (s *Store) syncDir(dir string) error {
+	if s.noSync {
+		return nil
+	}
+	v, _ := s.dirSyncs.LoadOrStore(dir, &dirSyncer{})
+	ds := v.(*dirSyncer)
+	mine := ds.renames.Add(1)
+	ds.mu.Lock()
+	defer ds.mu.Unlock()
+	if ds.synced >= mine {
+		return nil
+	}
+	covered := ds.renames.Load()
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	d.Close()
+	if err != nil {
+		return err
+	}
+	ds.synced = covered
+	return nil
+}
+
+// Remove deletes a stored file and fsyncs its directory (used when a re-sent instance moved to
+// another series).
+func (s *Store) Remove(path string) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return s.syncDir(filepath.Dir(path))
+}
+
+// ReadInstance reads the identity of a stored Part-10 file (used to rebuild state on start).
+func ReadInstance(path string) (StoredInstance, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return StoredInstance{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return StoredInstance{}, err
+	}
+	meta, inst, _, err := part10.ReadFileHeader(f)
+	if err != nil {
+		return StoredInstance{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return StoredInstance{
+		SOPInstanceUID:    inst.SOPInstanceUID,
+		SOPClassUID:       meta.MediaStorageSOPClassUID,
+		StudyInstanceUID:  inst.StudyInstanceUID,
+		SeriesInstanceUID: inst.SeriesInstanceUID,
+		Modality:          inst.Modality,
+		TransferSyntaxUID: meta.TransferSyntaxUID,
+		Path:              path,
+		Size:              st.Size(),
+	}, nil
+}
+
+// SourceAE reads the calling AE recorded in a stored file's meta group.
+func SourceAE(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	m, _, err := part10.ReadMeta(bufio.NewReader(f))
+	if err != nil {
+		return ""
+	}
+	return m.SourceAETitle
+}
