@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -305,47 +304,4 @@ func fileSHA256(p string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// MapIntensity maps values in modality units to model input values in place, following the
-// manifest's intensity spec. For minmax the caller chooses the region (tile or slice) by what it
-// passes; a constant region maps to 0.
-func (in Intensity) MapIntensity(v []float32) {
-	switch in.Mode {
-	case "minmax":
-		if len(v) == 0 {
-			return
-		}
-		lo, hi := v[0], v[0]
-		for _, x := range v {
-			lo = min(lo, x)
-			hi = max(hi, x)
-		}
-		if hi <= lo {
-			clear(v)
-			return
-		}
-		inv := 1 / float64(hi-lo)
-		for i, x := range v {
-			v[i] = float32(float64(x-lo) * inv)
-		}
-	case "window":
-		c, w := *in.Center, *in.Width
-		lo := c - w/2
-		for i, x := range v {
-			t := (float64(x) - lo) / w
-			v[i] = float32(math.Min(1, math.Max(0, t)))
-		}
-	case "scale":
-		s, o := *in.Scale, *in.Offset
-		for i, x := range v {
-			v[i] = float32(float64(x)*s + o)
-		}
-	}
-	if q := in.QuantizeLevels; q >= 2 {
-		steps := float64(q - 1)
-		for i, x := range v {
-			v[i] = float32(math.RoundToEven(float64(x)*steps) / steps)
-		}
-	}
 }

@@ -402,11 +402,17 @@ func (e *Engine) Predict(ctx context.Context, image []float32, n int, noise Nois
 	hw := e.h * e.w
 	p := &Prediction{N: n, S: noise.S, R: e.raters, H: e.h, W: e.w,
 		SampleProbs: make([]float32, n*noise.S*hw), RaterProbs: make([]float32, n*e.raters*hw)}
-	for start := 0; start < n; start += e.batch {
+	// Split n tiles into the fewest runs of at most BatchSize, of near-equal size (25 tiles at
+	// batch 8 run as 7+6+6+6, not 8+8+8+1).
+	runs := (n + e.batch - 1) / e.batch
+	for r, start := 0, 0; r < runs; r++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		m := min(e.batch, n-start)
+		m := (n - start) / (runs - r)
+		if (n-start)%(runs-r) != 0 {
+			m++
+		}
 		sp, rp, err := e.Run(ctx, image[start*chw:(start+m)*chw], m,
 			repeat(noise.Samples, m), noise.S, repeat(noise.Bank, m), noise.K)
 		if err != nil {
@@ -414,6 +420,7 @@ func (e *Engine) Predict(ctx context.Context, image []float32, n int, noise Nois
 		}
 		copy(p.SampleProbs[start*noise.S*hw:], sp)
 		copy(p.RaterProbs[start*e.raters*hw:], rp)
+		start += m
 	}
 	return p, nil
 }

@@ -128,9 +128,9 @@ json.dump(acc.result(), open(sys.argv[1] + "/out.json", "w"))
 	hw := raters.Shape[2] * raters.Shape[3]
 	acc := NewMetricAccumulator(r, 0.5)
 	for i := 0; i < n; i++ {
-		img := ImageOutputs{Raters: splitU8(raters.Uint8[i*r*hw:(i+1)*r*hw], r),
-			SampleProbs: splitF32(sp.Data[i*s*hw:(i+1)*s*hw], s),
-			RaterProbs:  splitF32(rp.Data[i*r*hw:(i+1)*r*hw], r)}
+		img := ImageOutputs{Raters: splitMaps(raters.Uint8[i*r*hw:(i+1)*r*hw], r),
+			SampleProbs: splitMaps(sp.Data[i*s*hw:(i+1)*s*hw], s),
+			RaterProbs:  splitMaps(rp.Data[i*r*hw:(i+1)*r*hw], r)}
 		if err := acc.Add(img); err != nil {
 			t.Fatal(err)
 		}
@@ -180,24 +180,6 @@ func toFloat(v any) float64 {
 		return float64(x)
 	}
 	return math.NaN()
-}
-
-func splitU8(v []uint8, k int) [][]uint8 {
-	n := len(v) / k
-	out := make([][]uint8, k)
-	for i := range out {
-		out[i] = v[i*n : (i+1)*n]
-	}
-	return out
-}
-
-func splitF32(v []float32, k int) [][]float32 {
-	n := len(v) / k
-	out := make([][]float32, k)
-	for i := range out {
-		out[i] = v[i*n : (i+1)*n]
-	}
-	return out
 }
 
 func repoTraining() string { return filepath.Join(testutil.RepoRoot(), "training") }

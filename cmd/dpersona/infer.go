@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"dpersona/pipeline"
+)
+
+func init() { registerCommand(newInferCommand) }
+
+type inferOptions struct {
+	model     modelFlags
+	out       string
+	outputs   []string
+	seed      int64
+	samples   int
+	bank      int
+	threshold float64
+}
+
+func newInferCommand() *cobra.Command {
+	var o inferOptions
+	cmd := &cobra.Command{
+		Use:   "infer --out DIR INPUT_DIR...",
+		Short: "Segment DICOM series offline: each input folder holds one series; SEG objects are written to --out",
+		Long: "infer reads each INPUT_DIR as one series (every Part-10 file below it), runs both D-Persona\n" +
+			"stages and writes, per series, OUT/<SeriesInstanceUID>/{raters,samples,probability}.dcm:\n" +
+			"a BINARY SEG with one segment per rater head, a BINARY SEG with one segment per sample, and a\n" +
+			"FRACTIONAL SEG of the soft consensus probability. A series that fails is reported with its\n" +
+			"reason and the command exits non-zero; the other series are still processed.",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInfer(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &o, args)
+		},
+	}
+	o.model.register(cmd, true)
+	fs := cmd.Flags()
+	fs.StringVar(&o.out, "out", "", "output directory")
+	fs.StringSliceVar(&o.outputs, "outputs", []string{"raters", "samples", "probability"}, "SEG objects to write")
+	fs.Int64Var(&o.seed, "seed", 0, "noise seed (with the study UID: the same seed gives the same masks)")
+	fs.IntVar(&o.samples, "samples", 0, "stage-I samples S (default: the manifest's)")
+	fs.IntVar(&o.bank, "bank", 0, "stage-II bank size K (default: the manifest's)")
+	fs.Float64Var(&o.threshold, "threshold", 0, "mask threshold (default: the manifest's)")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, inputs []string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	dir, err := resolveModelDir(o.model.Model)
+	if err != nil {
+		return err
+	}
+	engine, err := o.model.openEngine(dir, stderrLogger())
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	if note := engine.DeviceNote(); note != "" {
+		fmt.Fprintf(stderr, "dpersona: %s\n", note)
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	var outputs []pipeline.Output
+	for _, s := range o.outputs {
+		outputs = append(outputs, pipeline.Output(strings.TrimSpace(s)))
+	}
+	proc := pipeline.New(engine)
+	proc.SoftwareVersion = "dpersona " + version
+	m := engine.Bundle().Manifest
+	fmt.Fprintf(stdout, "model %s %s on %s\n", m.Name, m.Version, engine.Device())
+	failed := 0
+	for _, in := range inputs {
+		files, err := seriesFiles(in)
+		if err != nil {
+			fmt.Fprintf(stdout, "FAILED %s: %v\n", in, err)
+			failed++
+			continue
+		}
+		bar := newProgressBar(stderr, filepath.Base(filepath.Clean(in)))
+		start := time.Now()
+		res, err := proc.Process(ctx, pipeline.Request{SeriesFiles: files, Outputs: outputs, Seed: o.seed,
+			Samples: o.samples, BankSize: o.bank, Threshold: o.threshold, Progress: bar.update})
+		bar.finish()
+		if err != nil {
+			fmt.Fprintf(stdout, "FAILED %s: %v\n", in, err)
+			failed++
+			continue
+		}
+		dst := filepath.Join(o.out, res.SeriesInstanceUID)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		var written []string
+		for _, seg := range res.SEGs {
+			p := filepath.Join(dst, string(seg.Output)+".dcm")
+			if err := writeFileAtomic(p, seg.Data); err != nil {
+				return err
+			}
+			written = append(written, fmt.Sprintf("%s (%d segments, %d frames)", p, seg.Segments, seg.Frames))
+		}
+		fmt.Fprintf(stdout, "%s: series %s, %d slices %dx%d, %d tiles in %.2fs (load %.2fs, infer %.2fs, encode %.2fs)\n",
+			in, res.SeriesInstanceUID, res.Slices, res.Rows, res.Cols, res.Timings.Tiles, time.Since(start).Seconds(),
+			res.Timings.Load.Seconds(), res.Timings.Infer.Seconds(), res.Timings.Encode.Seconds())
+		for _, w := range res.Warnings {
+			fmt.Fprintf(stdout, "  warning: %s\n", w)
+		}
+		for _, w := range written {
+			fmt.Fprintf(stdout, "  wrote %s\n", w)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d series failed", failed, len(inputs))
+	}
+	return nil
+}
+
+// seriesFiles lists the Part-10 files (DICM magic at offset 128) below dir; other files (notes,
+// masks) are skipped.
+func seriesFiles(dir string) ([]string, error) {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory (one folder per series)", dir)
+	}
+	var files []string
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() && isPart10(p) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, errors.New("no DICOM Part-10 files found")
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func isPart10(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var head [132]byte
+	if _, err := io.ReadFull(f, head[:]); err != nil {
+		return false
+	}
+	return bytes.Equal(head[128:], []byte("DICM"))
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// progressBar draws "label [#####-----] done/total" on a terminal; elsewhere (logs, pipes) it
+// stays quiet so that output files are not filled with carriage returns.
+type progressBar struct {
+	mu    sync.Mutex
+	w     io.Writer
+	label string
+	tty   bool
+	drawn bool
+}
+
+func newProgressBar(w io.Writer, label string) *progressBar {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progressBar{w: w, label: label, tty: tty}
+}
+
+func (b *progressBar) update(done, total int) {
+	if !b.tty || total <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	const width = 30
+	n := done * width / total
+	fmt.Fprintf(b.w, "\r%s [%s%s] %d/%d", b.label, strings.Repeat("#", n), strings.Repeat("-", width-n), done, total)
+	b.drawn = true
+}
+
+func (b *progressBar) finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.drawn {
+		fmt.Fprintln(b.w)
+		b.drawn = false
+	}
+}

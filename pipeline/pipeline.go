@@ -1,0 +1,435 @@
+// Package pipeline is the processing step of the gateway: one DICOM series in, DICOM-SEG objects
+// out. It reads the series with dicomio, cuts every slice into model inputs as the bundle's
+// manifest says, runs both D-Persona stages with inference, blends the outputs back onto the
+// source grid and encodes up to three SEG objects:
+//
+//   - raters: BINARY, one segment per stage-II rater head (segments may overlap),
+//   - samples: BINARY, one segment per stage-I diversified sample,
+//   - probability: FRACTIONAL (probability), the soft consensus = mean of the sample probabilities.
+//
+// Labels, codes and the algorithm identification come from the manifest. A series that cannot
+// be processed returns a *Failure naming the study, series, stage and cause; Process never
+// returns an empty result without an error.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"dpersona/dicomio"
+	"dpersona/inference"
+)
+
+// Output names one SEG object a request can ask for.
+type Output string
+
+const (
+	OutputRaters      Output = "raters"
+	OutputSamples     Output = "samples"
+	OutputProbability Output = "probability"
+)
+
+// AllOutputs is what a request without Outputs gets.
+var AllOutputs = []Output{OutputRaters, OutputSamples, OutputProbability}
+
+// Request is one series to process.
+type Request struct {
+	// SeriesFiles are the Part-10 files of one series.
+	SeriesFiles []string
+	// StudyInstanceUID, when set, must match the series; it also seeds the noise (with Seed).
+	StudyInstanceUID string
+	// Model names the bundle (manifest name); empty = the processor's default model.
+	Model string
+	// Outputs to produce; empty = AllOutputs.
+	Outputs []Output
+	// Seed for the study noise: the same study, model and seed give the same masks.
+	Seed int64
+	// Samples (S), BankSize (K) and Threshold override the manifest defaults when non-zero.
+	Samples, BankSize int
+	Threshold         float64
+	// Progress, when set, is called after each slice with the slices done and the total.
+	Progress func(done, total int)
+}
+
+// SEG is one encoded segmentation object.
+type SEG struct {
+	Output            Output
+	Data              []byte // Part-10 file
+	SOPInstanceUID    string
+	SeriesInstanceUID string
+	Segments          int
+	Frames            int
+}
+
+// Result is a processed series.
+type Result struct {
+	StudyInstanceUID  string
+	SeriesInstanceUID string
+	Slices            int
+	Rows, Cols        int
+	Model             string
+	ModelVersion      string
+	Device            string
+	Samples, BankSize int
+	Threshold         float64
+	SEGs              []SEG
+	// Consensus and Uncertainty are per slice (sorted order), Rows*Cols each: the mean sample
+	// probability and the per-pixel standard deviation of the S sample probabilities.
+	Consensus   [][]float32
+	Uncertainty [][]float32
+	// Warnings from reading the series (gaps, irregular spacing).
+	Warnings []string
+	Timings  Timings
+}
+
+// Timings split the wall time of Process.
+type Timings struct {
+	Load, Infer, Encode, Total time.Duration
+	Tiles                      int
+}
+
+// Stage says where processing failed.
+type Stage string
+
+const (
+	StageLoad   Stage = "load"
+	StageModel  Stage = "model"
+	StageInfer  Stage = "infer"
+	StageEncode Stage = "encode"
+)
+
+// Failure is the error of a series that could not be processed.
+type Failure struct {
+	StudyInstanceUID  string
+	SeriesInstanceUID string
+	Stage             Stage
+	Err               error
+}
+
+func (f *Failure) Error() string {
+	s := "study " + orUnknown(f.StudyInstanceUID)
+	if f.SeriesInstanceUID != "" {
+		s += " series " + f.SeriesInstanceUID
+	}
+	return fmt.Sprintf("%s failed at %s: %v", s, f.Stage, f.Err)
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}
+
+// Processor runs requests against one or more loaded models. It is safe for concurrent use;
+// concurrent requests share each engine's session pool.
+type Processor struct {
+	engines  map[string]*inference.Engine
+	fallback *inference.Engine
+	// SoftwareVersion is written into the SEG objects (SoftwareVersions).
+	SoftwareVersion string
+	Logger          *slog.Logger
+}
+
+// New returns a processor whose default model is def; others are selectable by manifest name.
+func New(def *inference.Engine, others ...*inference.Engine) *Processor {
+	p := &Processor{engines: map[string]*inference.Engine{}, fallback: def, SoftwareVersion: "dev"}
+	for _, e := range append([]*inference.Engine{def}, others...) {
+		p.engines[e.Bundle().Manifest.Name] = e
+	}
+	return p
+}
+
+// Engine returns the engine serving a model name ("" = default).
+func (p *Processor) Engine(model string) (*inference.Engine, error) {
+	if model == "" {
+		return p.fallback, nil
+	}
+	e, ok := p.engines[model]
+	if !ok {
+		return nil, fmt.Errorf("model %q is not loaded", model)
+	}
+	return e, nil
+}
+
+// InputSpec converts the manifest's input object to dicomio's.
+func InputSpec(m *inference.Manifest) dicomio.InputSpec {
+	in := m.Input
+	spec := dicomio.InputSpec{
+		Channels: in.Channels, Height: in.Height, Width: in.Width,
+		Intensity: dicomio.IntensitySpec{Mode: in.Intensity.Mode, Scope: in.Intensity.Scope,
+			QuantizeLevels: in.Intensity.QuantizeLevels},
+		Tiling: dicomio.TilingSpec{Mode: in.Tiling.Mode, Overlap: in.Tiling.Overlap},
+	}
+	deref := func(p *float64) float64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	spec.Intensity.Center, spec.Intensity.Width = deref(in.Intensity.Center), deref(in.Intensity.Width)
+	spec.Intensity.Scale, spec.Intensity.Offset = deref(in.Intensity.Scale), deref(in.Intensity.Offset)
+	if len(in.Tiling.Tile) == 2 {
+		spec.Tiling.Tile = [2]int{in.Tiling.Tile[0], in.Tiling.Tile[1]}
+	}
+	return spec
+}
+
+// sliceOutput is what is kept per slice after blending.
+type sliceOutput struct {
+	samples   [][]uint8 // [S] masks
+	raters    [][]uint8 // [R] masks
+	consensus []float32
+	uncert    []float32
+}
+
+// Process runs one series. On failure the error is a *Failure.
+func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
+	start := time.Now()
+	fail := func(stage Stage, series string, err error) (*Result, error) {
+		f := &Failure{StudyInstanceUID: req.StudyInstanceUID, SeriesInstanceUID: series, Stage: stage, Err: err}
+		if p.Logger != nil {
+			p.Logger.Warn("series failed", "study", f.StudyInstanceUID, "series", series, "stage", stage, "error", err)
+		}
+		return nil, f
+	}
+	engine, err := p.Engine(req.Model)
+	if err != nil {
+		return fail(StageModel, "", err)
+	}
+	m := &engine.Bundle().Manifest
+	outputs := req.Outputs
+	if len(outputs) == 0 {
+		outputs = AllOutputs
+	}
+	for _, o := range outputs {
+		if o != OutputRaters && o != OutputSamples && o != OutputProbability {
+			return fail(StageModel, "", fmt.Errorf("unknown output %q (raters, samples or probability)", o))
+		}
+	}
+	S, K, thr := m.Defaults.Samples, m.Defaults.BankSize, m.Defaults.Threshold
+	if req.Samples > 0 {
+		S = req.Samples
+	}
+	if req.BankSize > 0 {
+		K = req.BankSize
+	}
+	if req.Threshold != 0 {
+		thr = req.Threshold
+	}
+	if !(thr > 0 && thr < 1) {
+		return fail(StageModel, "", fmt.Errorf("threshold %v must be in (0, 1)", thr))
+	}
+	if len(req.SeriesFiles) == 0 {
+		return fail(StageLoad, "", errors.New("no files in the series"))
+	}
+
+	series, err := dicomio.LoadSeries(req.SeriesFiles)
+	if err != nil {
+		return fail(StageLoad, "", err)
+	}
+	if req.StudyInstanceUID != "" && series.StudyInstanceUID != req.StudyInstanceUID {
+		return fail(StageLoad, series.SeriesInstanceUID, fmt.Errorf("the files belong to study %s, not the requested study", series.StudyInstanceUID))
+	}
+	req.StudyInstanceUID = series.StudyInstanceUID
+	if m.Input.Channels != 1 {
+		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s takes %d input channels; a single series gives 1", m.Name, m.Input.Channels))
+	}
+	plan, err := dicomio.PlanTiles(InputSpec(m), series.Rows, series.Cols)
+	if err != nil {
+		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s input spec: %w", m.Name, err))
+	}
+	loaded := time.Now()
+
+	noise := inference.StudyNoise(series.StudyInstanceUID, req.Seed, S, K, m.LatentSize)
+	outs := make([]sliceOutput, len(series.Slices))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		done     int
+		wg       sync.WaitGroup
+	)
+	next := make(chan int)
+	workers := min(engine.Sessions(), len(series.Slices))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				o, err := inferSlice(ctx, engine, plan, series.Slices[i].Pixels, noise, thr)
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("slice %d (SOP Instance %s): %w", i+1, series.Slices[i].SOPInstanceUID, err)
+						cancel()
+					}
+				} else {
+					outs[i] = o
+					done++
+					if req.Progress != nil {
+						req.Progress(done, len(series.Slices))
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for i := range series.Slices {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return fail(StageInfer, series.SeriesInstanceUID, firstErr)
+	}
+	inferred := time.Now()
+
+	res := &Result{
+		StudyInstanceUID: series.StudyInstanceUID, SeriesInstanceUID: series.SeriesInstanceUID,
+		Slices: len(series.Slices), Rows: series.Rows, Cols: series.Cols,
+		Model: m.Name, ModelVersion: m.Version, Device: engine.Device(),
+		Samples: S, BankSize: K, Threshold: thr, Warnings: series.Warnings,
+	}
+	for _, o := range outs {
+		res.Consensus = append(res.Consensus, o.consensus)
+		res.Uncertainty = append(res.Uncertainty, o.uncert)
+	}
+	for i, o := range outputs {
+		desc, masks := p.describe(m, o, outs, S, i)
+		data, info, err := dicomio.EncodeSEG(series, desc, masks)
+		if err != nil {
+			return fail(StageEncode, series.SeriesInstanceUID, fmt.Errorf("%s SEG: %w", o, err))
+		}
+		res.SEGs = append(res.SEGs, SEG{Output: o, Data: data, SOPInstanceUID: info.SOPInstanceUID,
+			SeriesInstanceUID: info.SeriesInstanceUID, Segments: len(desc.Segments), Frames: info.Frames})
+	}
+	end := time.Now()
+	res.Timings = Timings{Load: loaded.Sub(start), Infer: inferred.Sub(loaded), Encode: end.Sub(inferred),
+		Total: end.Sub(start), Tiles: len(plan.Tiles) * len(series.Slices)}
+	if p.Logger != nil {
+		p.Logger.Info("series processed", "study", res.StudyInstanceUID, "series", res.SeriesInstanceUID,
+			"slices", res.Slices, "model", m.Name, "device", res.Device, "segs", len(res.SEGs),
+			"ms", res.Timings.Total.Milliseconds())
+	}
+	return res, nil
+}
+
+// inferSlice runs the model on one slice's tiles and blends the outputs back.
+func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan, pixels []float32, noise inference.Noise, thr float64) (sliceOutput, error) {
+	tiles, err := plan.ExtractTiles(pixels)
+	if err != nil {
+		return sliceOutput{}, err
+	}
+	pred, err := e.Predict(ctx, tiles, len(plan.Tiles), noise)
+	if err != nil {
+		return sliceOutput{}, err
+	}
+	sampleMaps, err := plan.Blend(pred.SampleProbs, pred.S)
+	if err != nil {
+		return sliceOutput{}, err
+	}
+	raterMaps, err := plan.Blend(pred.RaterProbs, pred.R)
+	if err != nil {
+		return sliceOutput{}, err
+	}
+	pixelsN := plan.Rows * plan.Cols
+	flat := make([]float32, 0, pred.S*pixelsN)
+	for _, m := range sampleMaps {
+		flat = append(flat, m...)
+	}
+	var o sliceOutput
+	o.consensus, o.uncert = inference.ConsensusAndUncertainty(flat, pred.S, pixelsN)
+	for _, m := range sampleMaps {
+		o.samples = append(o.samples, inference.Threshold(m, thr))
+	}
+	for _, m := range raterMaps {
+		o.raters = append(o.raters, inference.Threshold(m, thr))
+	}
+	return o, nil
+}
+
+// describe builds one SEG's description and masks [segment][slice].
+func (p *Processor) describe(m *inference.Manifest, o Output, outs []sliceOutput, samples, index int) (dicomio.SEGDescription, [][][]uint8) {
+	family, ok := dicomio.AlgorithmFamily(m.Algorithm.Family)
+	if !ok {
+		family = dicomio.AlgorithmFamilyAI
+	}
+	alg := dicomio.Algorithm{Name: m.Algorithm.Name, Version: m.Algorithm.Version, Family: family}
+	seg := func(label, description string) dicomio.SegmentDescription {
+		return dicomio.SegmentDescription{
+			Label: truncate(label, 64), Description: description,
+			Category:  dicomio.Code(m.Segment.Category),
+			Type:      dicomio.Code(m.Segment.Type),
+			Algorithm: alg,
+		}
+	}
+	desc := dicomio.SEGDescription{Type: dicomio.Binary, SeriesNumber: 9000 + index,
+		SoftwareVersions: truncate(p.SoftwareVersion, 64), ManufacturerModelName: "dpersona"}
+	var masks [][][]uint8
+	switch o {
+	case OutputRaters:
+		desc.SeriesDescription = truncate(m.Algorithm.Name+" raters", 64)
+		desc.ContentLabel = "RATERS"
+		desc.ContentDescription = truncate(fmt.Sprintf("%s: one segment per rater head (%s %s)", m.Segment.Label, m.Name, m.Version), 64)
+		for r, rater := range m.Raters {
+			name := rater.DisplayName
+			if name == "" {
+				name = rater.Name
+			}
+			desc.Segments = append(desc.Segments, seg(m.Segment.Label+" - "+name, "personalised prediction of "+rater.Name))
+			ms := make([][]uint8, len(outs))
+			for i := range outs {
+				ms[i] = outs[i].raters[r]
+			}
+			masks = append(masks, ms)
+		}
+	case OutputSamples:
+		desc.SeriesDescription = truncate(m.Algorithm.Name+" samples", 64)
+		desc.ContentLabel = "SAMPLES"
+		desc.ContentDescription = truncate(fmt.Sprintf("%s: %d diversified samples (%s %s)", m.Segment.Label, samples, m.Name, m.Version), 64)
+		for j := 0; j < samples; j++ {
+			desc.Segments = append(desc.Segments, seg(fmt.Sprintf("%s - sample %d", m.Segment.Label, j+1), "diversified stage-I sample"))
+			ms := make([][]uint8, len(outs))
+			for i := range outs {
+				ms[i] = outs[i].samples[j]
+			}
+			masks = append(masks, ms)
+		}
+	case OutputProbability:
+		desc.Type = dicomio.Fractional
+		desc.MaxFractionalValue = 255
+		desc.SeriesDescription = truncate(m.Algorithm.Name+" consensus probability", 64)
+		desc.ContentLabel = "CONSENSUS"
+		desc.ContentDescription = truncate(fmt.Sprintf("%s: mean of %d sample probabilities (%s %s)", m.Segment.Label, samples, m.Name, m.Version), 64)
+		desc.Segments = append(desc.Segments, seg(m.Segment.Label+" - consensus probability", "soft consensus: mean of the stage-I sample probabilities"))
+		ms := make([][]uint8, len(outs))
+		for i := range outs {
+			ms[i] = dicomio.QuantizeFraction(outs[i].consensus, 255)
+		}
+		masks = append(masks, ms)
+	}
+	return desc, masks
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
