@@ -2,6 +2,7 @@ package obs
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -36,6 +37,7 @@ func ParseText(r io.Reader) (*Exposition, error) {
 	exp := &Exposition{Families: map[string]*Family{}}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	sc.Split(splitLF) // lines end in \n only; a \r is content (bufio.ScanLines would drop it)
 	lineNo := 0
 	fam := func(name string) *Family {
 		f := exp.Families[name]
@@ -101,6 +103,16 @@ func ParseText(r io.Reader) (*Exposition, error) {
 		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
 	return exp, nil
+}
+
+func splitLF(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	if i := bytes.IndexByte(data, '\n'); i >= 0 {
+		return i + 1, data[:i], nil
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }
 
 // owner finds the family a sample name belongs to.
