@@ -16,8 +16,8 @@
 // from the first two: two slices at one location are an error; gaps, irregular spacing and
 // in-plane shifts are Series.Warnings (or ErrIrregularSpacing with RejectIrregularSpacing).
 // Slice.Pixels are float32 modality values (rescale slope/intercept applied, 8/16/32-bit,
-// signed or unsigned, BitsStored honoured; MONOCHROME1 inverted within its stored range so
-// brighter is always higher). Only native transfer syntaxes are decoded (NativeTransferSyntaxes).
+// signed or unsigned, BitsStored honoured; never inverted, Series.PhotometricInterpretation says
+// MONOCHROME1 and PlanTilesForSeries inverts the model input instead). Only native transfer syntaxes are decoded (NativeTransferSyntaxes).
 //
 // Errors are *Error values naming the instance (path and SOP Instance UID) and attribute; match
 // them with errors.Is against ErrCompressed, ErrGeometry, ErrMixedSeries, ErrTooFewSlices,
@@ -29,7 +29,7 @@
 // InputSpec mirrors the manifest's `input` object (docs/model-bundle.md) and can be decoded
 // from it with encoding/json.
 //
-//	plan, err := dicomio.PlanTiles(spec, s.Rows, s.Cols) // validates spec
+//	plan, err := dicomio.PlanTilesForSeries(spec, s)     // validates spec; or PlanTiles(spec, rows, cols)
 //	batch, err := plan.ExtractTiles(s.Slices[i].Pixels)  // [len(plan.Tiles), C, H, W] float32
 //	... run the model on batch, get out [len(plan.Tiles), M, H, W] ...
 //	maps, err := plan.Blend(out, M)                      // M maps of Rows*Cols on the source grid
@@ -41,6 +41,7 @@
 // averaging with linear ramps across the overlaps. Resize mode resamples the whole slice
 // bilinearly to Height x Width and each output map back. Every result has the source's Rows x
 // Cols. A TilePlan depends only on the spec and slice size, so one plan serves a whole series.
+// For MONOCHROME1 series the [0,1] input is flipped (1-x) so the model sees the displayed image.
 //
 // # DICOM-SEG
 //

@@ -106,10 +106,14 @@ type TilePlan struct {
 	Spec       InputSpec
 	Rows, Cols int
 	Tiles      []Tile
-	weightY    [][]float32 // per tile row position index: blend weights along y
-	weightX    [][]float32
-	tileWY     []int // index into weightY per tile
-	tileWX     []int
+	// Invert flips the mapped [0,1] input (x -> 1-x) in minmax and window modes, so a
+	// MONOCHROME1 image reaches the model as it is displayed (dark = low). PlanTilesForSeries
+	// sets it from the series; scale mode ignores it.
+	Invert  bool
+	weightY [][]float32 // per tile row position index: blend weights along y
+	weightX [][]float32
+	tileWY  []int // index into weightY per tile
+	tileWX  []int
 }
 
 // PlanTiles validates spec and lays tiles over a rows x cols slice: tiles start every
@@ -129,9 +133,8 @@ func PlanTiles(spec InputSpec, rows, cols int) (*TilePlan, error) {
 	}
 	ys := axisStarts(rows, spec.Height, spec.Tiling.Overlap)
 	xs := axisStarts(cols, spec.Width, spec.Tiling.Overlap)
-	for _, y := range ys {
+	for range ys {
 		p.weightY = append(p.weightY, rampWeights(min(spec.Height, rows), spec.Tiling.Overlap))
-		_ = y
 	}
 	for range xs {
 		p.weightX = append(p.weightX, rampWeights(min(spec.Width, cols), spec.Tiling.Overlap))
@@ -143,6 +146,16 @@ func PlanTiles(spec InputSpec, rows, cols int) (*TilePlan, error) {
 			p.tileWX = append(p.tileWX, j)
 		}
 	}
+	return p, nil
+}
+
+// PlanTilesForSeries is PlanTiles for the slices of s, inverting MONOCHROME1 images.
+func PlanTilesForSeries(spec InputSpec, s *Series) (*TilePlan, error) {
+	p, err := PlanTiles(spec, s.Rows, s.Cols)
+	if err != nil {
+		return nil, err
+	}
+	p.Invert = s.PhotometricInterpretation == "MONOCHROME1"
 	return p, nil
 }
 
@@ -250,6 +263,11 @@ func (p *TilePlan) mapIntensity(v []float32, lo, hi float32) {
 	case "scale":
 		for i, x := range v {
 			v[i] = float32(float64(x)*is.Scale + is.Offset)
+		}
+	}
+	if p.Invert && is.Mode != "scale" {
+		for i, x := range v {
+			v[i] = 1 - x
 		}
 	}
 	if q := is.QuantizeLevels; q > 1 {

@@ -37,8 +37,8 @@ type Slice struct {
 	Position       Vec3    // ImagePositionPatient of the first transmitted pixel
 	Location       float64 // Position projected on the slice normal (the sort key)
 	// Pixels holds Rows*Cols values, row-major, in modality units (rescale slope and intercept
-	// applied; Hounsfield units for CT). MONOCHROME1 images are inverted within the range of
-	// their stored values so that a higher value is always displayed brighter.
+	// applied; Hounsfield units for CT). They are never inverted: for a MONOCHROME1 series the
+	// display inversion happens in the model input mapping (see PlanTilesForSeries).
 	Pixels []float32
 }
 
@@ -480,6 +480,9 @@ func frameGeometry(a attrs, nFrames int) ([]frameGeom, []rescale, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if len(iop) == 0 {
+			return nil, nil, newErr(ErrMissingAttribute, a.instance, where(f, tag.ImageOrientationPatient), "absent or empty")
+		}
 		if len(iop) != 6 {
 			return nil, nil, newErr(ErrGeometry, a.instance, where(f, tag.ImageOrientationPatient), "%d values, want 6", len(iop))
 		}
@@ -487,12 +490,18 @@ func frameGeometry(a attrs, nFrames int) ([]frameGeom, []rescale, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		if len(ipp) == 0 {
+			return nil, nil, newErr(ErrMissingAttribute, a.instance, where(f, tag.ImagePositionPatient), "absent or empty")
+		}
 		if len(ipp) != 3 {
 			return nil, nil, newErr(ErrGeometry, a.instance, where(f, tag.ImagePositionPatient), "%d values, want 3", len(ipp))
 		}
 		ps, err := lookup(f, tagPixelMeasures, tag.PixelSpacing)
 		if err != nil {
 			return nil, nil, err
+		}
+		if len(ps) == 0 {
+			return nil, nil, newErr(ErrMissingAttribute, a.instance, where(f, tag.PixelSpacing), "absent or empty")
 		}
 		if len(ps) != 2 || !(ps[0] > 0) || !(ps[1] > 0) {
 			return nil, nil, newErr(ErrGeometry, a.instance, where(f, tag.PixelSpacing), "%v: want two positive values", ps)
@@ -565,12 +574,6 @@ func decodeFrames(raw []byte, bigEndian bool, pf pixelFormat, nFrames int, rs []
 		mask = 0xffffffff
 	}
 	signBit := uint32(1) << uint(pf.bitsStored-1)
-	var storedMin, storedMax float64
-	if signed {
-		storedMin, storedMax = -float64(signBit), float64(signBit)-1
-	} else {
-		storedMin, storedMax = 0, float64(mask)
-	}
 	out := make([][]float32, nFrames)
 	for f := 0; f < nFrames; f++ {
 		px := make([]float32, n)
@@ -601,9 +604,6 @@ func decodeFrames(raw []byte, bigEndian bool, pf pixelFormat, nFrames int, rs []
 				v = float64(int64(u) - int64(mask) - 1)
 			} else {
 				v = float64(u)
-			}
-			if pf.photometric == "MONOCHROME1" {
-				v = storedMax + storedMin - v
 			}
 			px[i] = float32(v*slope + icpt)
 		}
