@@ -26,6 +26,7 @@ type statusOptions struct {
 	addr    string
 	token   string
 	timeout time.Duration
+	live    bool // only /healthz: the container health check
 }
 
 func newStatusCommand() *cobra.Command {
@@ -52,6 +53,7 @@ of the process list. Exits non-zero when the gateway cannot be reached or is not
 	cmd.Flags().StringVar(&opts.addr, "http", def, "gateway HTTP address, HOST:PORT or URL (env DPERSONA_HTTP)")
 	cmd.Flags().StringVar(&opts.token, "token", "", "bearer token of the gateway API (env DPERSONA_API_TOKEN)")
 	cmd.Flags().DurationVar(&opts.timeout, "timeout", 5*time.Second, "deadline of each request")
+	cmd.Flags().BoolVar(&opts.live, "live", false, "only check liveness (/healthz), print nothing on success: for container health checks")
 	return cmd
 }
 
@@ -102,6 +104,9 @@ func runStatus(ctx context.Context, out io.Writer, opts statusOptions) error {
 		return err
 	}
 	client := &http.Client{Timeout: opts.timeout}
+	if opts.live {
+		return checkLive(ctx, client, base)
+	}
 	st := gatewayStatus{base: base}
 
 	// /readyz first: when it cannot be reached, nothing else can, and the error says why.
@@ -136,6 +141,24 @@ func runStatus(ctx context.Context, out io.Writer, opts statusOptions) error {
 	printStatus(out, &st)
 	if st.ready == nil || st.ready.Status != "ready" {
 		return errors.New("gateway is not ready")
+	}
+	return nil
+}
+
+// checkLive succeeds when /healthz answers 200: the process serves HTTP.
+func checkLive(ctx context.Context, c *http.Client, base string) error {
+	req, err := newRequest(ctx, base+"/healthz", "")
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("gateway not reachable at %s: %v", base, rootCause(err))
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s/healthz answered HTTP %d", base, resp.StatusCode)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -85,6 +86,12 @@ func TestStatusSummarisesARunningGateway(t *testing.T) {
 		}
 	}
 
+	// Liveness only: nothing printed, success even when a readiness check fails later.
+	out.Reset()
+	if err := runStatus(context.Background(), &out, statusOptions{addr: srv.URL, live: true, timeout: 5 * time.Second}); err != nil || out.Len() != 0 {
+		t.Errorf("--live on a live gateway: %v, output %q", err, out.String())
+	}
+
 	// Wrong token: the API part says so, readiness and metrics still show.
 	out.Reset()
 	if err := runStatus(context.Background(), &out, statusOptions{addr: srv.URL, token: "nope", timeout: 5 * time.Second}); err != nil {
@@ -101,6 +108,9 @@ func TestStatusSummarisesARunningGateway(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not ready") {
 		t.Errorf("not-ready gateway must fail the command, got %v", err)
 	}
+	if err := runStatus(context.Background(), io.Discard, statusOptions{addr: srv.URL, live: true, timeout: 5 * time.Second}); err != nil {
+		t.Errorf("--live must not depend on readiness: %v", err)
+	}
 	if !strings.Contains(out.String(), "FAIL nats") || !strings.Contains(out.String(), "no servers available") {
 		t.Errorf("failing check not shown:\n%s", out.String())
 	}
@@ -112,6 +122,9 @@ func TestStatusUnreachableGateway(t *testing.T) {
 	err := runStatus(context.Background(), &out, statusOptions{addr: addr, timeout: 2 * time.Second})
 	if err == nil {
 		t.Fatal("status of a gateway that is not running succeeded")
+	}
+	if lerr := runStatus(context.Background(), io.Discard, statusOptions{addr: addr, live: true, timeout: 2 * time.Second}); lerr == nil || !strings.Contains(lerr.Error(), "not reachable") {
+		t.Errorf("--live on a dead gateway: %v", lerr)
 	}
 	for _, w := range []string{"not reachable", addr, "connection refused"} {
 		if !strings.Contains(err.Error(), w) {
