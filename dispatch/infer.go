@@ -1,0 +1,732 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SOPClassSegmentation is Segmentation Storage.
+const SOPClassSegmentation = "1.2.840.10008.5.1.4.1.1.66.4"
+
+// Processor runs a model on one series and returns SEG objects. The pipeline package does the
+// work; cmd/dpersona adapts it to this interface so the workers can be tested on their own.
+type Processor interface {
+	// ModelVersion identifies the model bundle a route names. It is part of the result names and
+	// Nats-Msg-Ids, so a new model version processes a replayed study again instead of skipping it.
+	ModelVersion(model string) (string, error)
+	// Process runs the model. An error marked Permanent (or a panic) fails the study at once;
+	// any other error is retried with back-off, a bounded number of times.
+	Process(ctx context.Context, job Job) ([]SEG, error)
+}
+
+// Job is one series to process with one route's model.
+type Job struct {
+	CalledAE          string
+	StudyInstanceUID  string
+	SeriesInstanceUID string
+	Modality          string
+	Files             []string // absolute paths of the series' Part-10 files on this worker
+	Model             string
+	Outputs           []string // rater, samples, probability
+}
+
+// SEG is one DICOM Segmentation object produced by a Processor.
+type SEG struct {
+	Output         string // which of the requested outputs this is
+	SOPInstanceUID string
+	SOPClassUID    string // Segmentation Storage when empty
+	Segments       int
+	Frames         int
+	Data           []byte // the Part-10 file
+}
+
+// InferOptions configures an inference worker.
+type InferOptions struct {
+	Routing   Routing
+	Processor Processor
+	// Name identifies the worker in logs and in the study state (default: host name + pid).
+	Name string
+	// Concurrency is how many studies this worker processes at once (default 1: inference
+	// already uses every core).
+	Concurrency int
+	// AckWait is how long a study may go without an in-progress ack before another worker gets
+	// it (default 30s; a running study sends in-progress acks every AckWait/3).
+	AckWait time.Duration
+	// MaxDeliver bounds the attempts per study (default 5); then it is failed and dead-lettered.
+	MaxDeliver int
+	// Backoff is the delay before attempt n+1 after attempt n failed (last value repeats).
+	Backoff []time.Duration
+	// TempDir receives instances fetched from the object store (default os.TempDir()).
+	TempDir string
+	// Timeout bounds the processing of one series (default 30m); a hung model then counts as a
+	// failed attempt instead of holding the study forever with in-progress acks.
+	Timeout time.Duration
+}
+
+func (o *InferOptions) defaults() {
+	if o.Name == "" {
+		h, _ := os.Hostname()
+		o.Name = h + "-" + strconv.Itoa(os.Getpid())
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 1
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = 5
+	}
+	if len(o.Backoff) == 0 {
+		o.Backoff = []time.Duration{2 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
+	}
+	if o.TempDir == "" {
+		o.TempDir = os.TempDir()
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Minute
+	}
+}
+
+// ConsumerInfer is the durable consumer all inference workers share.
+const ConsumerInfer = "infer"
+
+// ExportJob is a results message: the SEG objects of one route for one study, to deliver to one
+// destination. The objects themselves are in the results object store.
+type ExportJob struct {
+	StudyKey         string         `json:"study_key"`
+	StudyInstanceUID string         `json:"study_instance_uid"`
+	CalledAE         string         `json:"called_ae"`
+	EventID          string         `json:"event_id"`
+	Route            string         `json:"route"`
+	Model            string         `json:"model"`
+	ModelVersion     string         `json:"model_version"`
+	Destination      string         `json:"destination"`
+	Objects          []ExportObject `json:"objects"`
+}
+
+// ExportObject names one SEG object in the results store.
+type ExportObject struct {
+	Object         string `json:"object"`
+	Output         string `json:"output"`
+	SOPInstanceUID string `json:"sop_instance_uid"`
+	SOPClassUID    string `json:"sop_class_uid"`
+	Series         string `json:"source_series_instance_uid"`
+}
+
+// ResultMsgID is the Nats-Msg-Id of an export job: derived from the study (its key and content,
+// via the event id), the route, the model version and the destination, so re-running a study
+// publishes nothing new while a changed study or model does.
+func ResultMsgID(studyKey, eventID, route, modelVersion, destination string) string {
+	h := sha256.New()
+	for _, f := range []string{studyKey, eventID, route, modelVersion, destination} {
+		writeField(h, f)
+	}
+	return "result." + hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// resultObjectName is where one SEG object lives in the results store.
+func resultObjectName(studyKey, eventID, route, modelVersion, series, output string) string {
+	ev := strings.TrimPrefix(eventID, "study-complete.")
+	return strings.Join([]string{studyKey, ev, escapeToken(route), escapeToken(modelVersion), series, output + ".dcm"}, "/")
+}
+
+// RunInferWorker processes study-complete events until ctx ends. Several workers (goroutines,
+// processes, machines) share the durable consumer, so a burst of studies spreads over them.
+func (b *Bus) RunInferWorker(ctx context.Context, opt InferOptions) error {
+	opt.defaults()
+	if opt.Processor == nil {
+		return errors.New("inference worker: no processor")
+	}
+	if err := opt.Routing.Validate(); err != nil {
+		return err
+	}
+	cons, err := b.ensureConsumer(ctx, StreamStudies, jetstream.ConsumerConfig{
+		Durable:       ConsumerInfer,
+		Description:   "inference workers",
+		FilterSubject: SubjectStudyComplete,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       opt.AckWait,
+		MaxDeliver:    opt.MaxDeliver,
+		MaxAckPending: 1000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	w := &inferWorker{bus: b, opt: opt, versions: map[string]string{}}
+	b.log.Info("inference worker started", "worker", opt.Name, "concurrency", opt.Concurrency, "routes", len(opt.Routing.Routes))
+	var wg sync.WaitGroup
+	for i := 0; i < opt.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.consumeLoop(ctx, cons, w.handle)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	var cons jetstream.Consumer
+	err := retryTopology(ctx, func() error {
+		c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+		cons = c
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return cons, nil
+}
+
+// consumeLoop pulls one message at a time and hands it to handle until ctx ends. Pulling one at a
+// time lets idle workers take the next study instead of one worker hoarding a batch.
+func (b *Bus) consumeLoop(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
+	failures := 0
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+				failures = 0
+				continue
+			}
+			failures++
+			b.log.Debug("fetch failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoffStep(failures, 100*time.Millisecond, 5*time.Second)):
+			}
+			continue
+		}
+		failures = 0
+		handle(ctx, msg)
+	}
+}
+
+type inferWorker struct {
+	bus      *Bus
+	opt      InferOptions
+	mu       sync.Mutex
+	versions map[string]string
+}
+
+func (w *inferWorker) modelVersion(model string) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if v, ok := w.versions[model]; ok {
+		return v, nil
+	}
+	v, err := w.opt.Processor.ModelVersion(model)
+	if err != nil {
+		return "", fmt.Errorf("model %s: %w", model, err)
+	}
+	w.versions[model] = v
+	return v, nil
+}
+
+// handle processes one study-complete event: run every matching route, store the SEG objects,
+// publish one export job per (route, destination), then ack.
+func (w *inferWorker) handle(ctx context.Context, msg jetstream.Msg) {
+	b := w.bus
+	meta, err := msg.Metadata()
+	if err != nil {
+		b.log.Error("study message without metadata", "err", err)
+		msg.Term()
+		return
+	}
+	attempt := int(meta.NumDelivered)
+	var ev StudyComplete
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		w.fail(ctx, msg, meta, msg.Headers().Get(HeaderStudyKey), nil, fmt.Sprintf("study-complete event is not valid JSON: %v", err))
+		return
+	}
+	if err := ev.Validate(); err != nil {
+		w.fail(ctx, msg, meta, ev.StudyKey(), &ev, err.Error())
+		return
+	}
+	eventID := msg.Headers().Get(jetstream.MsgIDHeader)
+	if eventID == "" {
+		eventID = StudyCompleteMsgID(ev)
+	}
+	key := ev.StudyKey()
+	log := b.log.With("study", ev.StudyInstanceUID, "called_ae", ev.CalledAE, "attempt", attempt, "worker", w.opt.Name)
+
+	// A replay of a study already finished, or an older event of a study that has since gained
+	// instances, is acknowledged without work.
+	skip := ""
+	if _, err := b.updateState(ctx, key, func(cur *StudyState) (*StudyState, error) {
+		if cur != nil && cur.EventID == eventID && (cur.State == StateDone || cur.State == StateFailed) {
+			skip = "already " + cur.State
+			return nil, errNoChange
+		}
+		if cur != nil && cur.EventID != eventID && cur.ReceivedAt.After(ev.CompletedAt.UTC()) {
+			skip = "superseded by a newer event of the same study"
+			return nil, errNoChange
+		}
+		next := newReceivedState(ev, eventID)
+		if cur != nil && cur.EventID == eventID {
+			c := *cur
+			next = &c
+		}
+		next.State, next.Reason, next.Attempts, next.Worker = StateInferring, "", attempt, w.opt.Name
+		return next, nil
+	}); err != nil {
+		w.retry(ctx, msg, meta, key, &ev, fmt.Errorf("record inferring state: %w", err))
+		return
+	}
+	if skip != "" {
+		log.Info("study event acknowledged without work", "why", skip)
+		ackAndRemove(ctx, b, msg, meta)
+		return
+	}
+
+	stop := keepInProgress(msg, w.opt.AckWait)
+	results, err := w.runRoutes(ctx, ev, eventID, log)
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: hand the study to another worker now rather than after AckWait.
+			msg.Nak()
+			return
+		}
+		if IsPermanent(err) {
+			w.fail(ctx, msg, meta, key, &ev, err.Error())
+		} else {
+			w.retry(ctx, msg, meta, key, &ev, err)
+		}
+		return
+	}
+	if err := w.publishResults(ctx, ev, eventID, results, log); err != nil {
+		w.retry(ctx, msg, meta, key, &ev, err)
+		return
+	}
+	ackAndRemove(ctx, b, msg, meta)
+}
+
+// routeResult is what one route produced for one study.
+type routeResult struct {
+	route   Route
+	version string
+	objects []ResultState
+}
+
+// runRoutes runs every route matching each series. Results already in the object store (from an
+// attempt that died after storing them) are reused, so a redelivery does not run the model again.
+func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID string, log interface {
+	Info(string, ...any)
+}) ([]routeResult, error) {
+	key := ev.StudyKey()
+	byRoute := map[string]*routeResult{}
+	var order []string
+	matched := false
+	for _, se := range ev.Series {
+		for _, rt := range w.opt.Routing.Match(ev, se) {
+			matched = true
+			version, err := w.modelVersion(rt.Model)
+			if err != nil {
+				return nil, err
+			}
+			rr := byRoute[rt.Name]
+			if rr == nil {
+				rr = &routeResult{route: rt, version: version}
+				byRoute[rt.Name] = rr
+				order = append(order, rt.Name)
+			}
+			objs, reused, err := w.reuseResults(ctx, key, eventID, rt, version, se)
+			if err != nil {
+				return nil, err
+			}
+			if !reused {
+				start := time.Now()
+				objs, err = w.process(ctx, ev, se, rt, version, eventID)
+				if err != nil {
+					return nil, err
+				}
+				log.Info("series processed", "series", se.SeriesInstanceUID, "route", rt.Name, "model_version", version,
+					"instances", len(se.Instances), "seg_objects", len(objs), "seconds", time.Since(start).Seconds())
+			} else {
+				log.Info("series results reused from the object store", "series", se.SeriesInstanceUID, "route", rt.Name)
+			}
+			rr.objects = append(rr.objects, objs...)
+		}
+	}
+	if !matched {
+		return nil, nil
+	}
+	out := make([]routeResult, 0, len(order))
+	for _, name := range order {
+		out = append(out, *byRoute[name])
+	}
+	return out, nil
+}
+
+func (w *inferWorker) reuseResults(ctx context.Context, key, eventID string, rt Route, version string, se SeriesRef) ([]ResultState, bool, error) {
+	var out []ResultState
+	for _, o := range rt.Outputs {
+		name := resultObjectName(key, eventID, rt.Name, version, se.SeriesInstanceUID, o)
+		info, err := w.bus.results.GetInfo(ctx, name)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("look up result %s: %w", name, err)
+		}
+		out = append(out, resultFromInfo(rt, version, se.SeriesInstanceUID, o, info))
+	}
+	return out, true, nil
+}
+
+func resultFromInfo(rt Route, version, series, output string, info *jetstream.ObjectInfo) ResultState {
+	segs, _ := strconv.Atoi(info.Metadata["segments"])
+	frames, _ := strconv.Atoi(info.Metadata["frames"])
+	return ResultState{Route: rt.Name, Model: rt.Model, ModelVersion: version, Output: output, Series: series,
+		Object: info.Name, SOPInstanceUID: info.Metadata["sop_instance_uid"], Segments: segs, Frames: frames, Bytes: int64(info.Size)}
+}
+
+// process runs the processor on one series and stores its SEG objects.
+func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRef, rt Route, version, eventID string) ([]ResultState, error) {
+	b := w.bus
+	files, cleanup, err := b.localFiles(ctx, ev, se, w.opt.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
+		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs}
+	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
+	segs, err := safeProcess(pctx, w.opt.Processor, job)
+	timedOut := pctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if err != nil && timedOut {
+		err = fmt.Errorf("processing did not finish within %s: %w", w.opt.Timeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("series %s, route %s: %w", se.SeriesInstanceUID, rt.Name, err)
+	}
+	got := map[string]SEG{}
+	for _, s := range segs {
+		got[s.Output] = s
+	}
+	var out []ResultState
+	for _, o := range rt.Outputs {
+		s, ok := got[o]
+		if !ok || len(s.Data) == 0 {
+			return nil, Permanentf("series %s, route %s: the processor returned no %s SEG", se.SeriesInstanceUID, rt.Name, o)
+		}
+		if s.SOPClassUID == "" {
+			s.SOPClassUID = SOPClassSegmentation
+		}
+		name := resultObjectName(ev.StudyKey(), eventID, rt.Name, version, se.SeriesInstanceUID, o)
+		info, err := b.results.PutBytes(ctx, name, s.Data)
+		if err != nil {
+			return nil, fmt.Errorf("store SEG %s: %w", name, err)
+		}
+		// Metadata goes in a second call: PutBytes has no metadata argument.
+		meta := jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
+			"sop_instance_uid": s.SOPInstanceUID, "sop_class_uid": s.SOPClassUID,
+			"segments": strconv.Itoa(s.Segments), "frames": strconv.Itoa(s.Frames),
+			"study_instance_uid": ev.StudyInstanceUID, "model_version": version,
+		}}
+		if err := b.results.UpdateMeta(ctx, name, meta); err != nil {
+			return nil, fmt.Errorf("store SEG %s metadata: %w", name, err)
+		}
+		info.Metadata = meta.Metadata
+		out = append(out, resultFromInfo(rt, version, se.SeriesInstanceUID, o, info))
+	}
+	return out, nil
+}
+
+// safeProcess turns a panic in the model code into a permanent failure of this study: a poison
+// study must not take the worker (and the queue behind it) down.
+func safeProcess(ctx context.Context, p Processor, job Job) (segs []SEG, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = Permanentf("processor panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return p.Process(ctx, job)
+}
+
+// localFiles returns the series' files on this machine: from the shared data directory when
+// present, otherwise fetched from the instances object store into a temporary directory.
+func (b *Bus) localFiles(ctx context.Context, ev StudyComplete, se SeriesRef, tempDir string) ([]string, func(), error) {
+	var files []string
+	var tmp string
+	cleanup := func() {
+		if tmp != "" {
+			os.RemoveAll(tmp)
+		}
+	}
+	for _, in := range se.Instances {
+		if in.Path != "" && b.cfg.DataDir != "" {
+			p := filepath.Join(b.cfg.DataDir, filepath.FromSlash(in.Path))
+			if _, err := os.Stat(p); err == nil {
+				files = append(files, p)
+				continue
+			}
+		}
+		if in.Object == "" {
+			cleanup()
+			return nil, nil, Permanentf("instance %s: %s is not on this worker (data dir %q) and was not uploaded to the object store", in.SOPInstanceUID, in.Path, b.cfg.DataDir)
+		}
+		if tmp == "" {
+			var err error
+			if tmp, err = os.MkdirTemp(tempDir, "dpersona-series-"); err != nil {
+				return nil, nil, err
+			}
+		}
+		p := filepath.Join(tmp, in.SOPInstanceUID+".dcm")
+		if err := b.instances.GetFile(ctx, in.Object, p); err != nil {
+			cleanup()
+			if errors.Is(err, jetstream.ErrObjectNotFound) {
+				return nil, nil, Permanentf("instance %s: object %s is missing from %s", in.SOPInstanceUID, in.Object, BucketInstances)
+			}
+			return nil, nil, fmt.Errorf("fetch instance %s: %w", in.SOPInstanceUID, err)
+		}
+		files = append(files, p)
+	}
+	return files, cleanup, nil
+}
+
+// publishResults records the results in the study state (keeping any delivery already made)
+// and publishes one export job per route and destination.
+func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, eventID string, results []routeResult, log interface {
+	Info(string, ...any)
+}) error {
+	b := w.bus
+	key := ev.StudyKey()
+	now := time.Now().UTC()
+	_, err := b.updateState(ctx, key, func(cur *StudyState) (*StudyState, error) {
+		next := newReceivedState(ev, eventID)
+		if cur != nil {
+			c := *cur
+			next = &c
+		}
+		old := map[[2]string]DeliveryState{}
+		for _, r := range next.Results {
+			for _, d := range r.Deliveries {
+				old[[2]string{r.Object, d.Destination}] = d
+			}
+		}
+		next.Results = nil
+		for _, rr := range results {
+			for _, obj := range rr.objects {
+				for _, d := range rr.route.Destinations {
+					ds, ok := old[[2]string{obj.Object, d}]
+					if !ok {
+						ds = DeliveryState{Destination: d, State: DeliveryPending, At: now}
+					}
+					obj.Deliveries = append(obj.Deliveries, ds)
+				}
+				next.Results = append(next.Results, obj)
+			}
+		}
+		next.InferredAt = &now
+		next.Worker = w.opt.Name
+		next.Reason = ""
+		next.State = deriveState(next)
+		if len(results) == 0 {
+			next.State = StateDone
+			next.Reason = fmt.Sprintf("no route matches this study (called AE %s, modalities %s)", ev.CalledAE, modalities(ev))
+		}
+		if next.State == StateDone && next.DoneAt == nil {
+			next.DoneAt = &now
+		}
+		return next, nil
+	})
+	if err != nil {
+		return fmt.Errorf("record results: %w", err)
+	}
+	for _, rr := range results {
+		for _, d := range rr.route.Destinations {
+			job := ExportJob{StudyKey: key, StudyInstanceUID: ev.StudyInstanceUID, CalledAE: ev.CalledAE, EventID: eventID,
+				Route: rr.route.Name, Model: rr.route.Model, ModelVersion: rr.version, Destination: d}
+			for _, o := range rr.objects {
+				job.Objects = append(job.Objects, ExportObject{Object: o.Object, Output: o.Output, SOPInstanceUID: o.SOPInstanceUID,
+					SOPClassUID: SOPClassSegmentation, Series: o.Series})
+			}
+			data, err := json.Marshal(job)
+			if err != nil {
+				return err
+			}
+			m := &nats.Msg{Subject: SubjectResultPrefix + escapeToken(d), Data: data, Header: nats.Header{}}
+			m.Header.Set(jetstream.MsgIDHeader, ResultMsgID(key, eventID, rr.route.Name, rr.version, d))
+			m.Header.Set(HeaderStudyKey, key)
+			m.Header.Set(HeaderDestination, d)
+			if _, err := b.publishDurably(ctx, m); err != nil {
+				return fmt.Errorf("publish export job for destination %s: %w", d, err)
+			}
+		}
+		log.Info("results published", "route", rr.route.Name, "objects", len(rr.objects), "destinations", len(rr.route.Destinations))
+	}
+	return nil
+}
+
+func modalities(ev StudyComplete) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, se := range ev.Series {
+		if !seen[se.Modality] {
+			seen[se.Modality] = true
+			out = append(out, se.Modality)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// deriveState is the study state implied by its deliveries.
+func deriveState(st *StudyState) string {
+	pending := false
+	for _, r := range st.Results {
+		for _, d := range r.Deliveries {
+			switch d.State {
+			case DeliveryFailed:
+				return StateFailed
+			case DeliveryDelivered:
+			default:
+				pending = true
+			}
+		}
+	}
+	if pending {
+		return StateExporting
+	}
+	return StateDone
+}
+
+// retry schedules another attempt with back-off, or fails the study when attempts are used up.
+func (w *inferWorker) retry(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, key string, ev *StudyComplete, cause error) {
+	attempt := int(meta.NumDelivered)
+	if attempt >= w.opt.MaxDeliver {
+		w.fail(ctx, msg, meta, key, ev, fmt.Sprintf("gave up after %d attempts: %v", attempt, cause))
+		return
+	}
+	delay := w.opt.Backoff[min(attempt-1, len(w.opt.Backoff)-1)]
+	w.bus.log.Warn("study attempt failed, retrying", "study_key", key, "attempt", attempt, "max", w.opt.MaxDeliver, "retry_in", delay, "err", cause)
+	if key != "" {
+		w.bus.updateState(ctx, key, func(cur *StudyState) (*StudyState, error) {
+			if cur == nil {
+				return nil, errNoChange
+			}
+			cur.Reason = fmt.Sprintf("attempt %d of %d failed, retrying in %s: %v", attempt, w.opt.MaxDeliver, delay, cause)
+			return cur, nil
+		})
+	}
+	msg.NakWithDelay(delay)
+}
+
+// fail marks the study failed with the reason, puts the event in the dead-letter stream and
+// removes it from the work queue.
+func (w *inferWorker) fail(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, key string, ev *StudyComplete, reason string) {
+	b := w.bus
+	b.log.Error("study failed", "study_key", key, "reason", firstLine(reason))
+	if err := b.deadLetter(ctx, "study", msg.Subject(), msg.Data(), msg.Headers(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
+		// Without the dead letter the event must stay in the queue: let it come back.
+		b.log.Error("dead-letter publish failed; the study event stays queued", "study_key", key, "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	if key != "" {
+		b.markFailed(ctx, key, ev, reason)
+	}
+	msg.TermWithReason(firstLine(reason))
+	b.removeFromStream(ctx, meta.Stream, meta.Sequence.Stream)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// markFailed sets a study's state to failed with the reason (creating the state if needed).
+func (b *Bus) markFailed(ctx context.Context, key string, ev *StudyComplete, reason string) {
+	now := time.Now().UTC()
+	_, err := b.updateState(ctx, key, func(cur *StudyState) (*StudyState, error) {
+		next := cur
+		if next == nil {
+			if ev == nil {
+				next = &StudyState{ReceivedAt: now}
+			} else {
+				next = newReceivedState(*ev, StudyCompleteMsgID(*ev))
+			}
+		}
+		next.State = StateFailed
+		next.Reason = firstLine(reason)
+		next.DoneAt = &now
+		return next, nil
+	})
+	if err != nil {
+		b.log.Error("could not record failed state", "study_key", key, "err", err)
+	}
+}
+
+// ackAndRemove acknowledges and waits for the server's confirmation, so an acknowledged study is
+// really gone from the work queue before the worker takes the next one.
+func ackAndRemove(ctx context.Context, b *Bus, msg jetstream.Msg, meta *jetstream.MsgMetadata) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := msg.DoubleAck(actx); err != nil {
+		// The work is done and idempotent: a redelivery finds the results and skips the model.
+		b.log.Warn("ack not confirmed; the message may be redelivered", "stream", meta.Stream, "seq", meta.Sequence.Stream, "err", err)
+	}
+}
+
+// removeFromStream deletes a dead-lettered message from its work queue (a terminated message
+// would otherwise stay there forever).
+func (b *Bus) removeFromStream(ctx context.Context, stream string, seq uint64) {
+	s, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		b.log.Debug("remove dead-lettered message", "stream", stream, "seq", seq, "err", err)
+	}
+}
+
+// keepInProgress sends in-progress acks every AckWait/3 until the returned stop is called, so a
+// long study is not redelivered to another worker while this one is still on it.
+func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
+	done := make(chan struct{})
+	every := ackWait / 3
+	if every <= 0 {
+		every = time.Second
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				msg.InProgress()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
+}

@@ -1,0 +1,291 @@
+package dispatch
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Outputs a route can ask for: one SEG object each.
+const (
+	OutputRater       = "rater"       // one segment per rater-specific mask
+	OutputSamples     = "samples"     // one segment per diversified sample
+	OutputProbability = "probability" // fractional SEG: mean probability
+)
+
+var knownOutputs = map[string]bool{OutputRater: true, OutputSamples: true, OutputProbability: true}
+
+// Destination kinds.
+const (
+	KindDICOM = "dicom" // C-STORE SCU
+	KindSTOW  = "stow"  // DICOMweb STOW-RS
+)
+
+// Routing is the "routes" and "destinations" part of the serve config file:
+//
+//	{
+//	  "destinations": [
+//	    {"name": "pacs", "kind": "dicom", "ae_title": "PACS", "host": "10.0.0.5", "port": 104},
+//	    {"name": "web",  "kind": "stow",  "url": "http://pacs:8042/dicom-web"}
+//	  ],
+//	  "routes": [
+//	    {"name": "lung-ct", "called_ae": "DPERSONA", "modality": "CT", "min_instances": 2,
+//	     "model": "models/default", "outputs": ["rater", "samples"], "destinations": ["pacs", "web"]}
+//	  ]
+//	}
+//
+// Every series of a study is matched against the routes in order; each matching route runs its
+// model on that series and sends the outputs it names to its destinations.
+type Routing struct {
+	Routes       []Route       `json:"routes"`
+	Destinations []Destination `json:"destinations"`
+}
+
+// Route selects series and says what to do with them. Empty selectors match anything.
+type Route struct {
+	Name         string   `json:"name"`
+	CalledAE     string   `json:"called_ae,omitempty"`  // the gateway AE title the study was sent to
+	CallingAE    string   `json:"calling_ae,omitempty"` // the AE title that sent it
+	Modality     string   `json:"modality,omitempty"`   // e.g. CT
+	SOPClassUID  string   `json:"sop_class_uid,omitempty"`
+	MinInstances int      `json:"min_instances,omitempty"` // series rule: at least this many instances
+	MaxInstances int      `json:"max_instances,omitempty"` // series rule: at most this many (0 = no limit)
+	Model        string   `json:"model"`                   // model bundle directory
+	Outputs      []string `json:"outputs"`                 // rater, samples, probability
+	Destinations []string `json:"destinations"`            // destination names; none = keep results in the bus only
+}
+
+// Destination is a downstream PACS or archive.
+type Destination struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"` // dicom or stow
+	// C-STORE
+	AETitle   string `json:"ae_title,omitempty"`   // called AE of the destination
+	Host      string `json:"host,omitempty"`       // host name or address
+	Port      int    `json:"port,omitempty"`       // DICOM port
+	CallingAE string `json:"calling_ae,omitempty"` // our AE title towards it (default: the gateway's)
+	// STOW-RS
+	URL         string `json:"url,omitempty"`          // DICOMweb root; /studies is appended
+	BearerToken string `json:"bearer_token,omitempty"` // sent as Authorization: Bearer
+	// Timeout bounds one attempt to deliver a job (association or HTTP request), default 2m.
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Duration reads "30s"-style strings (and plain seconds) from JSON.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var secs float64
+	if err := json.Unmarshal(b, &secs); err != nil {
+		return fmt.Errorf("duration %s: want a string like \"30s\" or seconds", b)
+	}
+	*d = Duration(secs * float64(time.Second))
+	return nil
+}
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// LoadRouting reads the routes and destinations from a JSON config file (other keys are left to
+// the rest of the serve configuration).
+func LoadRouting(path string) (Routing, error) {
+	var r Routing
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return r, fmt.Errorf("routing config: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if err := dec.Decode(&r); err != nil {
+		return r, fmt.Errorf("routing config %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for i := range r.Routes {
+		if m := r.Routes[i].Model; m != "" && !filepath.IsAbs(m) {
+			// A relative model path in a config file means relative to that file, if it is there.
+			if _, err := os.Stat(filepath.Join(base, m)); err == nil {
+				r.Routes[i].Model = filepath.Join(base, m)
+			}
+		}
+	}
+	return r, r.Validate()
+}
+
+// Validate checks names, references and addresses, naming the offending entry.
+func (r Routing) Validate() error {
+	dests := map[string]bool{}
+	tokens := map[string]string{}
+	for i, d := range r.Destinations {
+		where := fmt.Sprintf("destination %d (%q)", i+1, d.Name)
+		if d.Name == "" {
+			return fmt.Errorf("%s: name is empty", where)
+		}
+		if dests[d.Name] {
+			return fmt.Errorf("%s: name used twice", where)
+		}
+		dests[d.Name] = true
+		if other, ok := tokens[escapeToken(d.Name)]; ok {
+			return fmt.Errorf("%s: name clashes with destination %q", where, other)
+		}
+		tokens[escapeToken(d.Name)] = d.Name
+		switch d.Kind {
+		case KindDICOM:
+			if err := validAETitle(d.AETitle); err != nil {
+				return fmt.Errorf("%s: ae_title: %w", where, err)
+			}
+			if d.CallingAE != "" {
+				if err := validAETitle(d.CallingAE); err != nil {
+					return fmt.Errorf("%s: calling_ae: %w", where, err)
+				}
+			}
+			if d.Host == "" || d.Port <= 0 || d.Port > 65535 {
+				return fmt.Errorf("%s: needs host and a port in 1..65535 (got %q, %d)", where, d.Host, d.Port)
+			}
+		case KindSTOW:
+			u, err := url.Parse(d.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%s: url %q is not an http(s) DICOMweb root", where, d.URL)
+			}
+		default:
+			return fmt.Errorf("%s: kind %q is neither %q nor %q", where, d.Kind, KindDICOM, KindSTOW)
+		}
+	}
+	names := map[string]bool{}
+	for i, rt := range r.Routes {
+		where := fmt.Sprintf("route %d (%q)", i+1, rt.Name)
+		if rt.Name == "" {
+			return fmt.Errorf("%s: name is empty", where)
+		}
+		if names[rt.Name] {
+			return fmt.Errorf("%s: name used twice", where)
+		}
+		names[rt.Name] = true
+		if rt.Model == "" {
+			return fmt.Errorf("%s: model is empty", where)
+		}
+		if len(rt.Outputs) == 0 {
+			return fmt.Errorf("%s: no outputs (want some of rater, samples, probability)", where)
+		}
+		for _, o := range rt.Outputs {
+			if !knownOutputs[o] {
+				return fmt.Errorf("%s: unknown output %q (want rater, samples or probability)", where, o)
+			}
+		}
+		for _, d := range rt.Destinations {
+			if !dests[d] {
+				return fmt.Errorf("%s: destination %q is not defined", where, d)
+			}
+		}
+		if rt.MaxInstances > 0 && rt.MaxInstances < rt.MinInstances {
+			return fmt.Errorf("%s: max_instances %d < min_instances %d", where, rt.MaxInstances, rt.MinInstances)
+		}
+	}
+	return nil
+}
+
+func validAETitle(ae string) error {
+	if strings.TrimSpace(ae) == "" {
+		return errors.New("empty")
+	}
+	if len(ae) > 16 {
+		return fmt.Errorf("%q is longer than 16 characters", ae)
+	}
+	for _, c := range ae {
+		if c < 0x20 || c > 0x7e || c == '\\' {
+			return fmt.Errorf("%q has a character not allowed in an AE title", ae)
+		}
+	}
+	return nil
+}
+
+// Destination returns the destination with that name.
+func (r Routing) Destination(name string) (Destination, bool) {
+	for _, d := range r.Destinations {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return Destination{}, false
+}
+
+// Match returns the routes that apply to one series of a study, in config order.
+func (r Routing) Match(ev StudyComplete, se SeriesRef) []Route {
+	var out []Route
+	for _, rt := range r.Routes {
+		if rt.CalledAE != "" && !strings.EqualFold(strings.TrimSpace(rt.CalledAE), strings.TrimSpace(ev.CalledAE)) {
+			continue
+		}
+		if rt.CallingAE != "" && !strings.EqualFold(strings.TrimSpace(rt.CallingAE), strings.TrimSpace(ev.CallingAE)) {
+			continue
+		}
+		if rt.Modality != "" && !strings.EqualFold(rt.Modality, se.Modality) {
+			continue
+		}
+		if rt.SOPClassUID != "" {
+			same := len(se.Instances) > 0
+			for _, in := range se.Instances {
+				if in.SOPClassUID != rt.SOPClassUID {
+					same = false
+					break
+				}
+			}
+			if !same {
+				continue
+			}
+		}
+		if len(se.Instances) < rt.MinInstances || (rt.MaxInstances > 0 && len(se.Instances) > rt.MaxInstances) {
+			continue
+		}
+		out = append(out, rt)
+	}
+	return out
+}
+
+// ParseForwardTo turns --forward-to AET@HOST:PORT into a C-STORE destination named "forward".
+func ParseForwardTo(s string) (Destination, error) {
+	at := strings.LastIndex(s, "@")
+	if at <= 0 {
+		return Destination{}, fmt.Errorf("--forward-to %q: want AET@HOST:PORT", s)
+	}
+	ae, hostport := s[:at], s[at+1:]
+	colon := strings.LastIndex(hostport, ":")
+	if colon <= 0 {
+		return Destination{}, fmt.Errorf("--forward-to %q: want AET@HOST:PORT (no port)", s)
+	}
+	host := strings.Trim(hostport[:colon], "[]")
+	port, err := strconv.Atoi(hostport[colon+1:])
+	if err != nil || port <= 0 || port > 65535 {
+		return Destination{}, fmt.Errorf("--forward-to %q: port %q is not in 1..65535", s, hostport[colon+1:])
+	}
+	d := Destination{Name: "forward", Kind: KindDICOM, AETitle: ae, Host: host, Port: port}
+	if err := validAETitle(ae); err != nil {
+		return d, fmt.Errorf("--forward-to %q: AE title: %w", s, err)
+	}
+	return d, nil
+}
+
+// DefaultRouting is what serve runs without a routes section: every CT series with at least two
+// slices goes through the default model, rater and samples SEG objects go to the given
+// destinations (e.g. the one from --forward-to).
+func DefaultRouting(model string, dests ...Destination) Routing {
+	r := Routing{Destinations: dests}
+	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model, Outputs: []string{OutputRater, OutputSamples}}
+	for _, d := range dests {
+		rt.Destinations = append(rt.Destinations, d.Name)
+	}
+	r.Routes = []Route{rt}
+	return r
+}
