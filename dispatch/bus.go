@@ -32,8 +32,8 @@ const (
 	StreamAdvisories = "DPERSONA_ADVISORIES" // max-deliveries advisories of the two work queues
 
 	SubjectStudyComplete = "dpersona.study.complete"
-	SubjectResultPrefix  = "dpersona.result."  // + destination token
-	SubjectDeadPrefix    = "dpersona.dead."    // + "study" or "result"
+	SubjectResultPrefix  = "dpersona.result." // + destination token
+	SubjectDeadPrefix    = "dpersona.dead."   // + "study" or "result"
 	advisoryMaxDeliver   = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
 
 	BucketStudyState = "dpersona-studies"   // KV: study key -> StudyState JSON
