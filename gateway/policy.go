@@ -8,6 +8,7 @@ import (
 	"dpersona/gateway/dimse"
 	"dpersona/gateway/part10"
 	"dpersona/gateway/pdu"
+	"dpersona/internal/obs"
 )
 
 // Peer is an allowed calling application entity. An empty Hosts list allows any address.
@@ -170,12 +171,12 @@ func (p *Policy) Validate() error {
 // negotiate answers an A-ASSOCIATE-RQ: it rejects a wrong called AE (reason 7) or an unknown
 // calling AE/host (reason 3), and otherwise accepts each presentation context whose abstract
 // syntax is allowed with the most preferred decodable transfer syntax offered.
-func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.PresentationContextAC, *pdu.AssociateRJ, string) {
+func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.PresentationContextAC, *pdu.AssociateRJ, string, string) {
 	if !p.calledAEAllowed(rq.CalledAE) {
-		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCalledAENotRecognized}, "called AE title not served here"
+		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCalledAENotRecognized}, "called AE title not served here", obs.RejectCalledAEUnknown
 	}
 	if !p.peerAllowed(rq.CallingAE, remote) {
-		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCallingAENotRecognized}, "calling AE title or host not in the allow-list"
+		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCallingAENotRecognized}, "calling AE title or host not in the allow-list", obs.RejectCallingAENotAllowed
 	}
 	accepted := p.transferSyntaxes()
 	answers := make([]pdu.PresentationContextAC, 0, len(rq.PresentationContexts))
@@ -198,5 +199,5 @@ func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.Presenta
 		}
 		answers = append(answers, ans)
 	}
-	return answers, nil, ""
+	return answers, nil, "", ""
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"dpersona/gateway/assembly"
@@ -21,6 +22,7 @@ import (
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/store"
 	"dpersona/gateway/ul"
+	"dpersona/internal/obs"
 )
 
 // The gateway -> bus contract (docs/architecture.md) names these types in package gateway.
@@ -39,8 +41,11 @@ type Config struct {
 	// (presentation provider, local limit exceeded). Default 32.
 	MaxAssociations int
 	// UL holds the upper-layer limits and timeouts (max PDU, ARTIM, read, idle, write).
-	UL     ul.Config
-	Logger *slog.Logger
+	UL ul.Config
+	// MinFreeBytes refuses C-STORE with "out of resources" (0xA700) while the data directory's
+	// file system has less free space, so a filling disk fails cleanly before writes do.
+	MinFreeBytes uint64
+	Logger       *slog.Logger
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -59,6 +64,10 @@ type Server struct {
 	closing   atomic.Bool
 	handlers  sync.WaitGroup
 	active    atomic.Int64
+
+	diskMu      sync.Mutex
+	diskChecked time.Time
+	diskFree    uint64
 
 	stored   atomic.Int64
 	failed   atomic.Int64
@@ -135,7 +144,7 @@ func (s *Server) Serve(l net.Listener) error {
 				return ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscallEMFILE) {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
 				backoff = max(min(backoff*2, time.Second), 5*time.Millisecond)
 				s.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
 				time.Sleep(backoff)
@@ -223,17 +232,27 @@ func (s *Server) serveConn(cs *connState) {
 	overLimit := s.active.Add(1) > int64(s.cfg.MaxAssociations)
 	defer s.active.Add(-1)
 	remote := cs.conn.RemoteAddr()
-	var reason string
+	var reason, metricReason string
 	assoc, rq, err := ul.Accept(cs.conn, s.cfg.UL, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {
 		if overLimit {
 			reason = fmt.Sprintf("limit of %d concurrent associations reached", s.cfg.MaxAssociations)
+			metricReason = obs.RejectTooManyAssociations
 			return nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
 		}
-		answers, rj, why := s.cfg.Policy.negotiate(rq, remote)
-		reason = why
+		answers, rj, why, mr := s.cfg.Policy.negotiate(rq, remote)
+		reason, metricReason = why, mr
 		return answers, rj
 	})
 	if err != nil {
+		switch {
+		case metricReason != "":
+			obs.RejectionsTotal.With(metricReason).Inc()
+		case errors.Is(err, ul.ErrProtocol):
+			obs.RejectionsTotal.With(obs.RejectProtocolError).Inc()
+		}
+		if errors.Is(err, ul.ErrRejected) {
+			obs.AssociationsTotal.With(obs.OutcomeRejected).Inc()
+		}
 		attrs := []any{"remote", remote.String(), "err", err}
 		if rq != nil {
 			attrs = append(attrs, "calling_ae", rq.CallingAE, "called_ae", rq.CalledAE)
@@ -257,19 +276,30 @@ func (s *Server) serveConn(cs *connState) {
 			accepted++
 		}
 	}
+	obs.AssociationsTotal.With(obs.OutcomeAccepted).Inc()
+	obs.AssociationsActive.Inc()
+	defer obs.AssociationsActive.Dec()
+	if accepted == 0 {
+		obs.RejectionsTotal.With(obs.RejectNoPresentationCtx).Inc()
+	}
 	start := time.Now()
 	s.log.Info("association accepted", "remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
 		"contexts_proposed", len(rq.PresentationContexts), "contexts_accepted", accepted, "peer_max_pdu", assoc.PeerMaxPDULength)
 	sess := &session{s: s, assoc: assoc}
 	err = sess.run(cs)
 	attrs := []any{"remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
-		"stored", sess.stored, "failed", sess.failed, "bytes", sess.bytes, "duration", time.Since(start).Round(time.Millisecond)}
+		"stored", sess.stored, "failed", sess.failed, "bytes", sess.bytes, "duration_ms", time.Since(start).Milliseconds()}
 	switch {
 	case err == nil:
 		s.log.Info("association released", attrs...)
 	case errors.Is(err, ul.ErrPeerAborted):
 		s.log.Warn("association aborted by peer", attrs...)
+	case errors.Is(err, errShutdown):
+		s.log.Info("association aborted for shutdown", attrs...)
 	default:
+		if errors.Is(err, ul.ErrProtocol) || errors.Is(err, dimse.ErrMalformed) {
+			obs.RejectionsTotal.With(obs.RejectProtocolError).Inc()
+		}
 		s.log.Warn("association ended abnormally", append(attrs, "err", err)...)
 	}
 }
@@ -368,6 +398,10 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 	if pc.AbstractSyntax != cmd.AffectedSOPClassUID {
 		return reject(dimse.StatusSOPClassNotSupported, fmt.Sprintf("SOP class %s sent on a context for %s", cmd.AffectedSOPClassUID, pc.AbstractSyntax))
 	}
+	if free, low := x.s.diskLow(); low {
+		obs.RejectionsTotal.With(obs.RejectDiskLow).Inc()
+		return reject(dimse.StatusOutOfResources, fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, x.s.cfg.MinFreeBytes>>20))
+	}
 	pending, err := x.s.store.Begin(store.Incoming{CalledAE: x.assoc.CalledAE, CallingAE: x.assoc.CallingAE,
 		SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: pc.TransferSyntax})
 	if err != nil {
@@ -383,8 +417,15 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 		x.failed++
 		x.s.failed.Add(1)
 		log.Error("instance not stored", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "err", err)
+		if store.IsDiskFull(err) {
+			obs.RejectionsTotal.With(obs.RejectDiskLow).Inc()
+		} else if errors.Is(err, store.ErrMismatch) || errors.Is(err, store.ErrCannotUnderstand) {
+			obs.RejectionsTotal.With(obs.RejectInstanceInvalid).Inc()
+		}
 		return x.respond(pcID, cmd, dimse.CStoreRSP, statusFor(err), errorComment(err))
 	}
+	obs.InstancesReceived.Inc()
+	obs.BytesReceived.Add(float64(inst.Size))
 	if x.s.asm != nil {
 		x.s.asm.Add(x.assoc.CalledAE, x.assoc.CallingAE, inst)
 	}
@@ -404,6 +445,23 @@ func errorComment(err error) string {
 		msg = strings.TrimPrefix(msg, kind.Error()+": ")
 	}
 	return msg
+}
+
+// diskLow reports whether free space is under the watermark (checked at most every 500 ms).
+func (s *Server) diskLow() (uint64, bool) {
+	if s.cfg.MinFreeBytes == 0 {
+		return 0, false
+	}
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	if time.Since(s.diskChecked) > 500*time.Millisecond {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(s.store.DataDir(), &st); err == nil {
+			s.diskFree = st.Bavail * uint64(st.Bsize)
+		}
+		s.diskChecked = time.Now()
+	}
+	return s.diskFree, s.diskFree < s.cfg.MinFreeBytes
 }
 
 // statusFor maps a store error to a C-STORE failure status.

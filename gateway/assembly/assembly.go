@@ -42,6 +42,9 @@ type CompletedStudy struct {
 	Dir                                   string // absolute directory holding this study's Part-10 files
 	Series                                []CompletedSeries
 	CompletedAt                           time.Time
+	// FirstReceivedAt is when this process first saw an instance of the study (after a restart:
+	// the restart time), for the receive-stage latency metric.
+	FirstReceivedAt time.Time
 }
 
 // CompletedSeries is one series of a completed study.
@@ -412,7 +415,7 @@ func (a *Assembler) scan(ctx context.Context) {
 }
 
 func (a *Assembler) snapshotLocked(st *study) CompletedStudy {
-	cs := CompletedStudy{CalledAE: st.key.ae, CallingAE: st.callingAE, StudyInstanceUID: st.key.uid, Dir: st.dir, CompletedAt: st.completeAt}
+	cs := CompletedStudy{CalledAE: st.key.ae, CallingAE: st.callingAE, StudyInstanceUID: st.key.uid, Dir: st.dir, CompletedAt: st.completeAt, FirstReceivedAt: st.firstSeen}
 	for _, se := range st.series {
 		s := CompletedSeries{SeriesInstanceUID: se.uid, Modality: se.modality}
 		for _, i := range se.instances {

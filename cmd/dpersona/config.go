@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"dpersona/gateway"
+	"dpersona/gateway/ul"
+)
+
+// duration is a time.Duration written as a Go duration string ("10s", "5m") in JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"10s\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// serveConfig is the JSON configuration file of `dpersona serve`. Every field has a default, so
+// an empty file (or none) is a working gateway on embedded defaults. Top-level keys this struct
+// does not know are kept in sections for the roles registered by other files (see serveEnv).
+type serveConfig struct {
+	// DataDir holds incoming/, studies/ and nats/ (docs/architecture.md).
+	DataDir string `json:"data_dir"`
+	// DICOMListen and HTTPListen are HOST:PORT addresses.
+	DICOMListen string `json:"dicom_listen"`
+	HTTPListen  string `json:"http_listen"`
+	// AETitle is the gateway's called AE title; AETitles adds further ones (studies are grouped
+	// per called AE).
+	AETitle  string   `json:"ae_title"`
+	AETitles []string `json:"ae_titles,omitempty"`
+	// QuietWindow: a study is complete after this long without new instances.
+	QuietWindow duration `json:"quiet_window"`
+	// Peers is the allow-list of calling AEs (and hosts); empty accepts any calling AE.
+	Peers []gateway.Peer `json:"peers,omitempty"`
+	// AllowSOPClasses / DenySOPClasses adjust the default acceptance of Verification and every
+	// standard storage SOP class.
+	AllowSOPClasses []string `json:"allow_sop_classes,omitempty"`
+	DenySOPClasses  []string `json:"deny_sop_classes,omitempty"`
+	AcceptBigEndian bool     `json:"accept_big_endian,omitempty"`
+	MaxAssociations int      `json:"max_associations"`
+	MaxPDULength    uint32   `json:"max_pdu_length"`
+	// MinFreeMB refuses instances with "out of resources" below this much free disk space.
+	MinFreeMB uint64 `json:"min_free_mb"`
+	Timeouts  struct {
+		ARTIM duration `json:"artim"`
+		Read  duration `json:"read"`
+		Idle  duration `json:"idle"`
+		Write duration `json:"write"`
+	} `json:"timeouts"`
+	// LogLevel: debug, info, warn, error.
+	LogLevel string `json:"log_level"`
+	// APIToken protects /api/ with a bearer token ("" = open; env DPERSONA_API_TOKEN overrides).
+	APIToken string `json:"api_token,omitempty"`
+
+	// sections are the top-level keys of other roles, raw; claimed records which were read.
+	sections map[string]json.RawMessage
+	claimed  map[string]bool
+}
+
+// defaultServeConfig is what `dpersona serve` runs with when nothing is configured.
+func defaultServeConfig() serveConfig {
+	c := serveConfig{
+		DataDir:         "var/data",
+		DICOMListen:     "127.0.0.1:11112",
+		HTTPListen:      "127.0.0.1:8080",
+		AETitle:         "DPERSONA",
+		QuietWindow:     duration(10 * time.Second),
+		MaxAssociations: 32,
+		MaxPDULength:    256 * 1024,
+		MinFreeMB:       512,
+		LogLevel:        "info",
+	}
+	d := ul.DefaultConfig()
+	c.Timeouts.ARTIM = duration(d.ARTIM)
+	c.Timeouts.Read = duration(d.ReadTimeout)
+	c.Timeouts.Idle = duration(d.IdleTimeout)
+	c.Timeouts.Write = duration(d.WriteTimeout)
+	return c
+}
+
+// loadServeConfig reads path (if not empty) over the defaults. Keys this struct does not know are
+// kept as sections for other roles; serve warns about any that no role read (a misspelt key).
+func loadServeConfig(path string) (serveConfig, error) {
+	c := defaultServeConfig()
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	known := knownConfigKeys()
+	c.sections = map[string]json.RawMessage{}
+	for k, v := range all {
+		if !known[k] {
+			c.sections[k] = v
+		}
+	}
+	return c, c.validate()
+}
+
+func knownConfigKeys() map[string]bool {
+	b, _ := json.Marshal(defaultServeConfig())
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	keys := map[string]bool{}
+	for k := range m {
+		keys[k] = true
+	}
+	for _, k := range []string{"ae_titles", "peers", "allow_sop_classes", "deny_sop_classes", "accept_big_endian", "api_token"} {
+		keys[k] = true
+	}
+	return keys
+}
+
+func (c *serveConfig) validate() error {
+	var problems []string
+	if c.DataDir == "" {
+		problems = append(problems, "data_dir is empty")
+	}
+	if c.DICOMListen == "" {
+		problems = append(problems, "dicom_listen is empty")
+	}
+	if c.QuietWindow <= 0 {
+		problems = append(problems, "quiet_window must be positive")
+	}
+	if c.MaxPDULength != 0 && c.MaxPDULength < 4096 {
+		problems = append(problems, fmt.Sprintf("max_pdu_length %d is below 4096", c.MaxPDULength))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("config: %s", strings.Join(problems, "; "))
+	}
+	pol := c.policy()
+	return pol.Validate()
+}
+
+func (c *serveConfig) policy() gateway.Policy {
+	titles := append([]string{c.AETitle}, c.AETitles...)
+	return gateway.Policy{AETitles: titles, Peers: c.Peers, AllowSOPClasses: c.AllowSOPClasses, DenySOPClasses: c.DenySOPClasses, AcceptBigEndian: c.AcceptBigEndian}
+}
+
+func (c *serveConfig) ulConfig() ul.Config {
+	return ul.Config{
+		MaxPDULength: c.MaxPDULength,
+		ARTIM:        time.Duration(c.Timeouts.ARTIM),
+		ReadTimeout:  time.Duration(c.Timeouts.Read),
+		IdleTimeout:  time.Duration(c.Timeouts.Idle),
+		WriteTimeout: time.Duration(c.Timeouts.Write),
+	}
+}
+
+// Section decodes the raw top-level key name (a role's own configuration) into v; it reports
+// false when the file has no such key.
+func (c *serveConfig) Section(name string, v any) (bool, error) {
+	if c.claimed == nil {
+		c.claimed = map[string]bool{}
+	}
+	c.claimed[name] = true
+	raw, ok := c.sections[name]
+	if !ok {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("config section %q: %w", name, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,181 @@
+// Package httpapi serves the gateway's HTTP API over small interfaces: GET /api/studies lists the
+// studies the gateway knows, each with its state. The gateway supplies the base list (receiving,
+// complete); later stages (inference, delivery) overlay their states without this package knowing
+// them.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Series is one series of a study.
+type Series struct {
+	SeriesInstanceUID string `json:"series_instance_uid"`
+	Modality          string `json:"modality"`
+	Instances         int    `json:"instances"`
+}
+
+// Study is one entry of GET /api/studies. Extra holds fields added by overlays; they are written
+// at the top level of the object next to the fixed ones (which they cannot replace).
+type Study struct {
+	StudyInstanceUID string         `json:"study_instance_uid"`
+	CalledAE         string         `json:"called_ae"`
+	CallingAE        string         `json:"calling_ae,omitempty"`
+	State            string         `json:"state"`
+	Instances        int            `json:"instances"`
+	Series           []Series       `json:"series"`
+	FirstReceivedAt  *time.Time     `json:"first_received_at,omitempty"`
+	LastReceivedAt   *time.Time     `json:"last_received_at,omitempty"`
+	CompletedAt      *time.Time     `json:"completed_at,omitempty"`
+	Extra            map[string]any `json:"-"`
+}
+
+// MarshalJSON writes the fixed fields and the overlay's extra fields in one object.
+func (s Study) MarshalJSON() ([]byte, error) {
+	type plain Study
+	base, err := json.Marshal(plain(s))
+	if err != nil || len(s.Extra) == 0 {
+		return base, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(base, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range s.Extra {
+		if _, fixed := m[k]; !fixed {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
+}
+
+// StudySource lists studies (the gateway's assembler).
+type StudySource interface {
+	Studies(ctx context.Context) ([]Study, error)
+}
+
+// StudySourceFunc adapts a function.
+type StudySourceFunc func(ctx context.Context) ([]Study, error)
+
+// Studies calls f.
+func (f StudySourceFunc) Studies(ctx context.Context) ([]Study, error) { return f(ctx) }
+
+// Overlay refines the list: it may change states (e.g. "complete" -> "inferring"), add Extra
+// fields, or add studies it knows and the source does not. An error is logged and the list is
+// served without that overlay, so a slow bus never hides what the gateway has received.
+type Overlay interface {
+	Overlay(ctx context.Context, studies []Study) ([]Study, error)
+}
+
+// OverlayFunc adapts a function.
+type OverlayFunc func(ctx context.Context, studies []Study) ([]Study, error)
+
+// Overlay calls f.
+func (f OverlayFunc) Overlay(ctx context.Context, s []Study) ([]Study, error) { return f(ctx, s) }
+
+// API is the HTTP handler of /api/studies.
+type API struct {
+	source  StudySource
+	log     *slog.Logger
+	timeout time.Duration
+
+	mu       sync.Mutex
+	overlays []Overlay
+}
+
+// New creates the API over a study source.
+func New(source StudySource, log *slog.Logger) *API {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &API{source: source, log: log, timeout: 5 * time.Second}
+}
+
+// AddOverlay registers an overlay; overlays apply in registration order.
+func (a *API) AddOverlay(o Overlay) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.overlays = append(a.overlays, o)
+}
+
+// Register mounts the API's routes on mux.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/studies", a.listStudies)
+}
+
+// Handler returns a mux serving only the API.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	a.Register(mux)
+	return mux
+}
+
+// ListStudies returns the overlaid list (also used by tools that do not go through HTTP).
+func (a *API) ListStudies(ctx context.Context) ([]Study, error) {
+	studies, err := a.source.Studies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	overlays := append([]Overlay(nil), a.overlays...)
+	a.mu.Unlock()
+	for _, o := range overlays {
+		octx, cancel := context.WithTimeout(ctx, a.timeout)
+		next, err := o.Overlay(octx, studies)
+		cancel()
+		if err != nil {
+			a.log.Warn("study state overlay failed; serving without it", "err", err)
+			continue
+		}
+		studies = next
+	}
+	for i := range studies {
+		if studies[i].Series == nil {
+			studies[i].Series = []Series{}
+		}
+	}
+	return studies, nil
+}
+
+// listStudies serves GET /api/studies[?state=S][&called_ae=AE]: a JSON array, newest activity
+// first.
+func (a *API) listStudies(w http.ResponseWriter, r *http.Request) {
+	studies, err := a.ListStudies(r.Context())
+	if err != nil {
+		a.log.Error("listing studies", "err", err)
+		http.Error(w, "listing studies: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	q := r.URL.Query()
+	out := make([]Study, 0, len(studies))
+	for _, s := range studies {
+		if st := q.Get("state"); st != "" && s.State != st {
+			continue
+		}
+		if ae := q.Get("called_ae"); ae != "" && s.CalledAE != ae {
+			continue
+		}
+		out = append(out, s)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return lastActivity(out[i]).After(lastActivity(out[j])) })
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		a.log.Warn("writing /api/studies", "err", err)
+	}
+}
+
+func lastActivity(s Study) time.Time {
+	if s.LastReceivedAt != nil {
+		return *s.LastReceivedAt
+	}
+	return time.Time{}
+}
