@@ -1,0 +1,242 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"dpersona/dicomio"
+	"dpersona/inference"
+	"dpersona/internal/testutil"
+)
+
+func tinyEngine(t testing.TB) *inference.Engine {
+	t.Helper()
+	lib := os.Getenv(inference.ORTLibEnv)
+	if lib == "" {
+		lib = filepath.Join(testutil.RepoRoot(), "third_party", "onnxruntime", inference.ORTLibName)
+	}
+	if _, err := os.Stat(lib); err != nil {
+		if testutil.InCI() {
+			t.Fatalf("onnxruntime library %s missing: `make test` runs scripts/setup.sh", lib)
+		}
+		t.Skipf("onnxruntime library %s missing (run scripts/setup.sh)", lib)
+	}
+	b, err := inference.LoadBundle(filepath.Join(testutil.RepoRoot(), "inference", "testdata", "tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := inference.NewEngine(b, inference.EngineOptions{LibraryPath: lib})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func seriesFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".npz") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func writeSEG(t *testing.T, seg SEG) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), string(seg.Output)+".dcm")
+	if err := os.WriteFile(p, seg.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A real LIDC CT series (5 slices of 512x512, 25 tiles each) through the whole pipeline: every
+// SEG reads back with the segments and labels of the manifest, frames reference the source
+// slices, the FRACTIONAL consensus matches Result.Consensus, and the DICOM validator accepts it.
+func TestProcessLIDCSeries(t *testing.T) {
+	e := tinyEngine(t)
+	files := seriesFiles(t, testutil.Testdata("dicom", "lidc-ct-0004"))
+	src, err := dicomio.LoadSeries(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress []int
+	p := New(e)
+	res, err := p.Process(context.Background(), Request{SeriesFiles: files, StudyInstanceUID: src.StudyInstanceUID,
+		Seed: 3, Progress: func(done, total int) { progress = append(progress, done*100+total) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := e.Bundle().Manifest
+	if res.Slices != 5 || res.Rows != 512 || res.Timings.Tiles != 125 || len(res.SEGs) != 3 {
+		t.Fatalf("result: %d slices %dx%d, %d tiles, %d SEGs", res.Slices, res.Rows, res.Cols, res.Timings.Tiles, len(res.SEGs))
+	}
+	if len(progress) != 5 || progress[4] != 505 {
+		t.Errorf("progress calls %v", progress)
+	}
+	wantSegments := map[Output]int{OutputRaters: len(m.Raters), OutputSamples: m.Defaults.Samples, OutputProbability: 1}
+	for _, s := range res.SEGs {
+		path := writeSEG(t, s)
+		seg, err := dicomio.ReadSEG(path)
+		if err != nil {
+			t.Fatalf("%s SEG does not read back: %v", s.Output, err)
+		}
+		if len(seg.Segments) != wantSegments[s.Output] || s.Segments != len(seg.Segments) {
+			t.Errorf("%s SEG has %d segments, want %d", s.Output, len(seg.Segments), wantSegments[s.Output])
+		}
+		if seg.StudyInstanceUID != src.StudyInstanceUID || seg.FrameOfReferenceUID != src.FrameOfReferenceUID {
+			t.Errorf("%s SEG is not in the source study/frame of reference", s.Output)
+		}
+		for i, info := range seg.Segments {
+			if !strings.HasPrefix(info.Label, m.Segment.Label) || info.Type.Code != m.Segment.Type.Code ||
+				info.Category.Code != m.Segment.Category.Code || info.Algorithm.Name != m.Algorithm.Name {
+				t.Errorf("%s segment %d: label %q type %v algorithm %q", s.Output, i+1, info.Label, info.Type, info.Algorithm.Name)
+			}
+		}
+		if s.Output == OutputRaters && !strings.Contains(seg.Segments[0].Label, m.Raters[0].DisplayName) {
+			t.Errorf("rater segment 1 label %q does not name %q", seg.Segments[0].Label, m.Raters[0].DisplayName)
+		}
+		switch s.Output {
+		case OutputProbability:
+			if seg.Type != dicomio.Fractional || seg.FractionalType != "PROBABILITY" {
+				t.Errorf("probability SEG is %s/%s", seg.Type, seg.FractionalType)
+			}
+			masks, err := seg.MasksFor(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range src.Slices {
+				want := dicomio.QuantizeFraction(res.Consensus[i], 255)
+				got := masks[0][i]
+				if got == nil {
+					got = make([]uint8, len(want))
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("slice %d: probability SEG differs from the consensus", i)
+				}
+			}
+		default:
+			if seg.Type != dicomio.Binary {
+				t.Errorf("%s SEG is %s", s.Output, seg.Type)
+			}
+		}
+		if vfy, err := exec.LookPath("dciodvfy"); err == nil {
+			out, _ := exec.Command(vfy, "-new", path).CombinedOutput()
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.HasPrefix(line, "Error") {
+					t.Errorf("dciodvfy on the %s SEG: %s", s.Output, line)
+				}
+			}
+		}
+	}
+	for i := range res.Uncertainty {
+		for _, u := range res.Uncertainty[i] {
+			if !(u >= 0 && u <= 0.5) {
+				t.Fatalf("slice %d: uncertainty %v outside [0, 0.5]", i, u)
+			}
+		}
+	}
+}
+
+// Same study and seed give identical masks; another seed gives other samples.
+func TestProcessIsDeterministicPerStudyAndSeed(t *testing.T) {
+	e := tinyEngine(t)
+	files := seriesFiles(t, testutil.Testdata("dicom", "ct5n-pydicom"))
+	p := New(e)
+	run := func(seed int64) *Result {
+		res, err := p.Process(context.Background(), Request{SeriesFiles: files, Seed: seed,
+			Outputs: []Output{OutputSamples, OutputProbability}, Samples: 6, BankSize: 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	a, b, c := run(1), run(1), run(2)
+	if len(a.SEGs) != 2 || a.SEGs[0].Output != OutputSamples || a.SEGs[0].Segments != 6 {
+		t.Fatalf("SEGs %+v", a.SEGs)
+	}
+	same := func(x, y *Result) bool {
+		for i := range x.Consensus {
+			for j := range x.Consensus[i] {
+				if x.Consensus[i][j] != y.Consensus[i][j] {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	if !same(a, b) {
+		t.Error("two runs with the same study and seed differ")
+	}
+	if same(a, c) {
+		t.Error("seeds 1 and 2 gave identical consensus maps")
+	}
+	// The SEG pixel payload is deterministic too (UIDs and times differ by design).
+	sa, _ := dicomio.ReadSEG(writeSEG(t, a.SEGs[0]))
+	sb, _ := dicomio.ReadSEG(writeSEG(t, b.SEGs[0]))
+	if !bytes.Equal(sa.PixelData, sb.PixelData) {
+		t.Error("samples SEG pixel data differs between identical runs")
+	}
+}
+
+// A series that cannot be processed is a *Failure naming the stage and the cause, never an
+// empty result.
+func TestProcessFailures(t *testing.T) {
+	e := tinyEngine(t)
+	p := New(e)
+	ctx := context.Background()
+	good := seriesFiles(t, testutil.Testdata("dicom", "ct5n-pydicom"))
+
+	notDICOM := filepath.Join(t.TempDir(), "notes.dcm")
+	os.WriteFile(notDICOM, []byte("this is not DICOM"), 0o644)
+	mixed := append(append([]string{}, good...), seriesFiles(t, testutil.Testdata("dicom", "ct2-pydicom"))...)
+
+	cases := []struct {
+		name  string
+		req   Request
+		stage Stage
+		want  string
+	}{
+		{"no files", Request{}, StageLoad, "no files"},
+		{"not DICOM", Request{SeriesFiles: []string{notDICOM}}, StageLoad, "notes.dcm"},
+		{"two series", Request{SeriesFiles: mixed}, StageLoad, "more than one series"},
+		{"wrong study", Request{SeriesFiles: good, StudyInstanceUID: "1.2.3.4"}, StageLoad, "not the requested study"},
+		{"unknown model", Request{SeriesFiles: good, Model: "nope"}, StageModel, `"nope"`},
+		{"unknown output", Request{SeriesFiles: good, Outputs: []Output{"heatmap"}}, StageModel, "heatmap"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := p.Process(ctx, c.req)
+			if res != nil {
+				t.Errorf("a failed series returned a result: %+v", res)
+			}
+			var f *Failure
+			if !errors.As(err, &f) {
+				t.Fatalf("error %v is not a *Failure", err)
+			}
+			if f.Stage != c.stage || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("failure %q at %s, want stage %s mentioning %q", err, f.Stage, c.stage, c.want)
+			}
+		})
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := p.Process(cctx, Request{SeriesFiles: good}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
+	}
+}
