@@ -190,7 +190,7 @@ const (
 )
 
 func (rj AssociateRJ) Error() string {
-	return fmt.Sprintf("association rejected (%s): %s", rejectResultName(rj.Result), RejectReasonText(rj.Source, rj.Reason))
+	return fmt.Sprintf("%s, %s", rejectResultName(rj.Result), RejectReasonText(rj.Source, rj.Reason))
 }
 
 func rejectResultName(r byte) string {

@@ -106,6 +106,10 @@ func ReadMeta(path string) (part10.Meta, error) {
 	return m, nil
 }
 
+// ErrNoContext means no accepted presentation context fits an instance; the association itself
+// is still usable.
+var ErrNoContext = errors.New("no accepted presentation context")
+
 // Client is one established association.
 type Client struct {
 	assoc           *ul.Association
@@ -179,9 +183,9 @@ func (c *Client) findContext(abstract, ts string) (*ul.PresentationContext, erro
 		}
 	}
 	if len(rejected) > 0 {
-		return nil, fmt.Errorf("peer did not accept SOP class %s with transfer syntax %s (%s)", abstract, ts, strings.Join(rejected, ", "))
+		return nil, fmt.Errorf("%w: peer did not accept SOP class %s with transfer syntax %s (%s)", ErrNoContext, abstract, ts, strings.Join(rejected, ", "))
 	}
-	return nil, fmt.Errorf("no presentation context was proposed for SOP class %s with transfer syntax %s", abstract, ts)
+	return nil, fmt.Errorf("%w: none was proposed for SOP class %s with transfer syntax %s", ErrNoContext, abstract, ts)
 }
 
 func resultText(r byte) string {

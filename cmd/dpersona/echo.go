@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"dpersona/gateway/pdu"
+	"dpersona/gateway/scu"
+)
+
+func init() { registerCommand(newEchoCommand) }
+
+// parseDestination splits "AET@HOST:PORT" into the AE title and the address.
+func parseDestination(s string) (ae, addr string, err error) {
+	at := strings.LastIndex(s, "@")
+	if at <= 0 {
+		return "", "", fmt.Errorf("destination %q: want AET@HOST:PORT", s)
+	}
+	ae, addr = s[:at], s[at+1:]
+	if len(ae) > 16 || strings.ContainsAny(ae, "\\") {
+		return "", "", fmt.Errorf("destination %q: AE title %q is not valid (at most 16 characters, no backslash)", s, ae)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("destination %q: %v", s, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return "", "", fmt.Errorf("destination %q: port %q is not a number in 1..65535", s, port)
+	}
+	if host == "" {
+		return "", "", fmt.Errorf("destination %q: host is empty", s)
+	}
+	return ae, addr, nil
+}
+
+// explainDialError adds what an operator should check to an association failure.
+func explainDialError(err error) error {
+	var rj pdu.AssociateRJ
+	if errors.As(err, &rj) {
+		switch rj.Reason {
+		case pdu.RejectReasonCalledAENotRecognized:
+			return fmt.Errorf("%w (check the AE title before the @)", err)
+		case pdu.RejectReasonCallingAENotRecognized:
+			return fmt.Errorf("%w (ask the peer to allow this calling AE, see --aet, and this host)", err)
+		}
+	}
+	return err
+}
+
+func newEchoCommand() *cobra.Command {
+	var callingAE string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "echo AET@HOST:PORT",
+		Short: "Check a DICOM peer with C-ECHO (verification)",
+		Long: `echo opens an association to the peer, sends C-ECHO and releases, printing the round trip.
+It exits non-zero when the peer cannot be reached, rejects the association or answers with a
+failure status; the message says which.`,
+		Example: "  dpersona echo PACS@10.0.0.5:104\n  dpersona echo --aet MYGATEWAY ORTHANC@127.0.0.1:4242",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ae, addr, err := parseDestination(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			start := time.Now()
+			c, err := scu.Dial(ctx, addr, scu.Options{CallingAE: callingAE, CalledAE: ae, DialTimeout: timeout}, scu.VerificationProposal())
+			if err != nil {
+				return explainDialError(err)
+			}
+			if err := c.Echo(ctx); err != nil {
+				c.Abort()
+				return fmt.Errorf("C-ECHO to %s: %w", args[0], err)
+			}
+			rtt := time.Since(start)
+			if err := c.Release(); err != nil {
+				return fmt.Errorf("C-ECHO to %s succeeded but the release failed: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "C-ECHO %s: success (association and echo in %v, peer implementation %s %s)\n",
+				args[0], rtt.Round(time.Millisecond), c.Association().PeerImplementationClassUID, c.Association().PeerImplementationVersion)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&callingAE, "aet", "DPERSONA", "calling AE title")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "overall deadline")
+	return cmd
+}
