@@ -10,7 +10,7 @@ APT_PACKAGES=(
   make gcc ca-certificates curl
   dcmtk dicom3tools orthanc orthanc-dicomweb
   python3 python3-torch python3-onnx python3-numpy python3-scipy python3-pydicom
-  python3-matplotlib python3-pil python3-tqdm python3-pytest
+  python3-matplotlib python3-pil python3-tqdm python3-pytest python3-yaml systemd
 )
 
 # Pinned onnxruntime: the npm package onnxruntime-node ships the CPU library for linux-x64. We only
