@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -754,4 +755,32 @@ func (s *Series) checkSpacing(opt LoadOptions) error {
 		}
 	}
 	return nil
+}
+
+// SeriesFiles lists the Part-10 files (those with the DICM prefix) directly in dir, sorted, so a
+// folder holding a series plus other files (notes, masks) can be loaded.
+func SeriesFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		var head [132]byte
+		n, _ := io.ReadFull(f, head[:])
+		f.Close()
+		if n == 132 && string(head[128:]) == "DICM" {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
