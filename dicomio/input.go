@@ -210,9 +210,11 @@ func (p *TilePlan) ExtractTiles(pixels []float32) ([]float32, error) {
 		} else {
 			for y := 0; y < H; y++ {
 				sy := t.Y + min(y, t.H-1)
-				row := pixels[sy*p.Cols:]
-				for x := 0; x < W; x++ {
-					dst[y*W+x] = row[t.X+min(x, t.W-1)]
+				row := pixels[sy*p.Cols+t.X : sy*p.Cols+t.X+t.W]
+				d := dst[y*W : (y+1)*W]
+				copy(d, row)
+				for x := t.W; x < W; x++ { // edge padding of a slice narrower than a tile
+					d[x] = row[t.W-1]
 				}
 			}
 		}
@@ -247,12 +249,15 @@ func (p *TilePlan) mapIntensity(v []float32, lo, hi float32) {
 	switch is.Mode {
 	case "minmax":
 		r := float64(hi) - float64(lo)
-		for i, x := range v {
-			if r <= 0 {
+		if r <= 0 {
+			for i := range v {
 				v[i] = 0
-			} else {
-				v[i] = float32((float64(x) - float64(lo)) / r)
 			}
+			break
+		}
+		lo64, inv := float64(lo), 1/r
+		for i, x := range v {
+			v[i] = float32((float64(x) - lo64) * inv)
 		}
 	case "window":
 		wlo := is.Center - is.Width/2
@@ -272,8 +277,9 @@ func (p *TilePlan) mapIntensity(v []float32, lo, hi float32) {
 	}
 	if q := is.QuantizeLevels; q > 1 {
 		m := float64(q - 1)
+		inv := 1 / m
 		for i, x := range v {
-			v[i] = float32(math.RoundToEven(float64(x)*m) / m)
+			v[i] = float32(math.RoundToEven(float64(x)*m) * inv)
 		}
 	}
 }
@@ -322,14 +328,21 @@ func (b *Blender) Add(tile int, out []float32) error {
 	}
 	t := p.Tiles[tile]
 	wy, wx := p.weightY[p.tileWY[tile]], p.weightX[p.tileWX[tile]]
+	rowW := make([]float32, t.W)
 	for y := 0; y < t.H; y++ {
-		drow := (t.Y + y) * p.Cols
-		for x := 0; x < t.W; x++ {
-			w := wy[y] * wx[x]
-			di := drow + t.X + x
-			b.weight[di] += w
-			for m := 0; m < b.maps; m++ {
-				b.sum[m][di] += w * out[m*H*W+y*W+x]
+		d0 := (t.Y+y)*p.Cols + t.X
+		for x := range rowW {
+			rowW[x] = wy[y] * wx[x]
+		}
+		ws := b.weight[d0 : d0+t.W]
+		for x, w := range rowW {
+			ws[x] += w
+		}
+		for m := 0; m < b.maps; m++ {
+			dst := b.sum[m][d0 : d0+t.W]
+			src := out[m*H*W+y*W : m*H*W+y*W+t.W]
+			for x, w := range rowW {
+				dst[x] += w * src[x]
 			}
 		}
 	}
@@ -359,10 +372,14 @@ func (b *Blender) Result() ([][]float32, error) {
 		}
 	}
 	if b.weight != nil {
+		inv := make([]float32, len(b.weight))
+		for i, w := range b.weight {
+			inv[i] = 1 / w
+		}
 		for m := range b.sum {
 			s := b.sum[m]
-			for i, w := range b.weight {
-				s[i] /= w
+			for i, w := range inv {
+				s[i] *= w
 			}
 		}
 		b.weight = nil // normalise once
