@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"dpersona/dispatch"
 	"dpersona/internal/obs"
@@ -960,5 +961,191 @@ func TestNATSHelmValues(t *testing.T) {
 				t.Errorf("%s: --nats-url %q is not the chart's Service", inv.where, u)
 			}
 		}
+	}
+}
+
+// TestComposeNATSClusterForms runs the three NATS commands of the compose file with a nats-server
+// built from the Go module, on loopback ports instead of the compose network names, and checks
+// that they form one cluster with a JetStream meta leader and answer the compose health check.
+func TestComposeNATSClusterForms(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds nats-server and starts three servers")
+	}
+	doc := loadYAML(t, deployPath(composeFile))[deployPath(composeFile)][0]
+	natsBin := filepath.Join(buildDir, "nats-server")
+	build := exec.Command("go", "build", "-o", natsBin, "github.com/nats-io/nats-server/v2")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build nats-server: %v\n%s", err, out)
+	}
+	type node struct{ client, cluster, monitor int }
+	nodes := map[string]node{}
+	for i := 1; i <= 3; i++ {
+		nodes[fmt.Sprintf("nats-%d", i)] = node{testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)}
+	}
+	healthURL := ""
+	for _, a := range stringsOf(list(get(doc, "services", "nats-1", "healthcheck", "test"))) {
+		if strings.HasPrefix(a, "http://") {
+			healthURL = a
+		}
+	}
+	if !strings.HasPrefix(healthURL, "http://127.0.0.1:8222/") {
+		t.Fatalf("compose NATS health check %q does not probe the monitor port 8222", healthURL)
+	}
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			p.Process.Kill()
+			p.Wait()
+		}
+	}()
+	logs := map[string]*bytes.Buffer{}
+	for name, n := range nodes {
+		args := stringsOf(list(get(doc, "services", name, "command")))
+		for i := 0; i < len(args); i++ {
+			switch args[i] {
+			case "--store_dir":
+				args[i+1] = t.TempDir()
+			case "--http_port":
+				args[i+1] = strconv.Itoa(n.monitor)
+			case "--cluster":
+				args[i+1] = fmt.Sprintf("nats://127.0.0.1:%d", n.cluster)
+			case "--routes":
+				for other, on := range nodes {
+					args[i+1] = strings.ReplaceAll(args[i+1], other+":6222", fmt.Sprintf("127.0.0.1:%d", on.cluster))
+				}
+			}
+		}
+		args = append(args, "--addr", "127.0.0.1", "--port", strconv.Itoa(n.client))
+		cmd := exec.Command(natsBin, args...)
+		logs[name] = &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = logs[name], logs[name]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, cmd)
+	}
+	getJSON := func(url string, v any) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		if v != nil {
+			json.NewDecoder(resp.Body).Decode(v)
+		}
+		return resp.StatusCode
+	}
+	for name, n := range nodes {
+		mon := fmt.Sprintf("http://127.0.0.1:%d", n.monitor)
+		health := strings.Replace(healthURL, "http://127.0.0.1:8222", mon, 1)
+		ok := false
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			var jsz struct {
+				Meta struct {
+					Leader      string `json:"leader"`
+					ClusterSize int    `json:"cluster_size"`
+				} `json:"meta_cluster"`
+			}
+			var routez struct {
+				NumRoutes int `json:"num_routes"`
+			}
+			if getJSON(health, nil) == 200 && getJSON(mon+"/jsz", &jsz) == 200 && getJSON(mon+"/routez", &routez) == 200 &&
+				jsz.Meta.Leader != "" && jsz.Meta.ClusterSize == 3 && routez.NumRoutes >= 2 {
+				ok = true
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !ok {
+			t.Errorf("%s did not join a 3-node JetStream cluster with a meta leader within 60 s; log:\n%s", name, logs[name].String())
+		}
+	}
+}
+
+// TestExampleConfigsStartServe starts the real `serve` with each deployment config file (the
+// example and the Kubernetes ConfigMap's) and waits until it is ready: serve's own loader accepts
+// them. Keys no running role reads are reported by serve; only the routing keys may be among them,
+// and only while the dispatch role is not part of serve.
+func TestExampleConfigsStartServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts the gateway")
+	}
+	configs := map[string][]byte{}
+	b, err := os.ReadFile(deployPath(configFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs[configFile] = b
+	for _, o := range loadK8s(t) {
+		if o.kind() == "ConfigMap" {
+			configs["ConfigMap/"+o.name()] = []byte(str(get(o.doc, "data", "dpersona.json")))
+		}
+	}
+	serveFlagsKnown := flagsOf(t, "serve")
+	for where, cfg := range configs {
+		t.Run(strings.ReplaceAll(where, "/", "_"), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "dpersona.json")
+			if err := os.WriteFile(path, cfg, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			httpAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+			args := []string{"serve", "--config", path, "--data-dir", t.TempDir(),
+				"--dicom-listen", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), "--http-listen", httpAddr}
+			if serveFlagsKnown["roles"] {
+				args = append(args, "--roles", "ingest") // no model is installed under /opt here
+			}
+			var log bytes.Buffer
+			cmd := exec.Command(dpersona(t), args...)
+			cmd.Stdout, cmd.Stderr = &log, &log
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			ready := false
+			deadline := time.Now().Add(60 * time.Second)
+		wait:
+			for time.Now().Before(deadline) {
+				select {
+				case err := <-exited:
+					t.Fatalf("serve exited with %s: %v\n%s", where, err, log.String())
+				default:
+				}
+				if resp, err := http.Get("http://" + httpAddr + "/readyz"); err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						ready = true
+						break wait
+					}
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Error("serve did not stop within 30 s")
+			}
+			if !ready {
+				t.Fatalf("serve with %s never became ready:\n%s", where, log.String())
+			}
+			sc := bufio.NewScanner(&log)
+			for sc.Scan() {
+				var rec map[string]any
+				if json.Unmarshal(sc.Bytes(), &rec) != nil || rec["msg"] != "configuration key not used by any role" {
+					continue
+				}
+				key := str(rec["key"])
+				if (key == "routes" || key == "destinations") && !serveFlagsKnown["roles"] && !testutil.InCI() {
+					t.Logf("%s: %q is read by the dispatch role, not part of serve yet", where, key)
+					continue
+				}
+				t.Errorf("%s: serve does not use the key %q", where, key)
+			}
+		})
 	}
 }
