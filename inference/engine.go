@@ -40,6 +40,10 @@ type EngineOptions struct {
 	Sessions int
 	// BatchSize is the most tiles per graph run; 0 = 8.
 	BatchSize int
+	// Spin lets idle intra-op threads busy-wait for work (onnxruntime's default). It lowers
+	// latency on an otherwise idle machine but burns cores that other work on a shared machine
+	// (the gateway, NATS, a second session) needs, so it is off unless asked for.
+	Spin bool
 	Logger    *slog.Logger
 }
 
@@ -114,7 +118,7 @@ func NewEngine(b *Bundle, opts EngineOptions) (*Engine, error) {
 	}
 	e.device = device
 	for i := 0; i < sessions; i++ {
-		gs, note, err := newGraphSession(graph, threads, useCUDA, cudaID)
+		gs, note, err := newGraphSession(graph, threads, opts.Spin, useCUDA, cudaID)
 		if err != nil {
 			e.Close()
 			return nil, &BundleError{Model: model, Err: err}
@@ -158,7 +162,7 @@ func parseDevice(d string) (name string, cuda bool, id int, err error) {
 
 // newGraphSession creates one session. When CUDA is asked for but cannot be appended (a CPU-only
 // library, no driver, no such device), it builds a CPU session instead and returns the reason.
-func newGraphSession(graph []byte, threads int, useCUDA bool, cudaID int) (*graphSession, string, error) {
+func newGraphSession(graph []byte, threads int, spin, useCUDA bool, cudaID int) (*graphSession, string, error) {
 	var note string
 	build := func(cuda bool) (*ort.DynamicAdvancedSession, error) {
 		so, err := ort.NewSessionOptions()
@@ -171,6 +175,13 @@ func newGraphSession(graph []byte, threads int, useCUDA bool, cudaID int) (*grap
 		}
 		if err := so.SetInterOpNumThreads(1); err != nil {
 			return nil, fmt.Errorf("inter-op threads: %w", err)
+		}
+		allow := "0"
+		if spin {
+			allow = "1"
+		}
+		if err := so.AddSessionConfigEntry("session.intra_op.allow_spinning", allow); err != nil {
+			return nil, fmt.Errorf("intra-op spinning: %w", err)
 		}
 		if cuda {
 			co, err := ort.NewCUDAProviderOptions()

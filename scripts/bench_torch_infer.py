@@ -10,9 +10,10 @@ Two sub-commands:
       Random weights cost exactly what trained weights cost, and the bundle is bit-for-bit the
       model the eager side runs, which is what a same-weights comparison needs.
 
-  bench --bundle DIR --threads T --samples S --bank K --batch B [--iters N]
-      Times DPersona.serve in eager mode (eval, no_grad) on the bundle's weights.pt and prints one
-      JSON line: {"ms_per_slice": ..., "slices_per_s": ...}.
+  bench --bundle DIR --threads T --samples 10,50 --bank 100,500 --batch 1,8 [--iters N]
+      Times DPersona.serve in eager mode (eval, no_grad) on the bundle's weights.pt, one warm-up
+      then N timed calls per combination, and prints one JSON line per combination:
+      {"ms_per_slice": ..., "slices_per_s": ...}. One slice = one 128x128 model input.
 
 Run with Debian's /usr/bin/python3 (it has torch) from the repository root.
 """
@@ -119,6 +120,10 @@ def make_bundle(args) -> None:
                       "parameters": sum(p.numel() for p in model.parameters())}))
 
 
+def ints(text: str):
+    return [int(x) for x in text.split(",") if x]
+
+
 def bench(args) -> None:
     torch.set_num_threads(args.threads)
     with open(os.path.join(args.bundle, "manifest.json")) as f:
@@ -128,20 +133,24 @@ def bench(args) -> None:
     model.eval()
     mc = model.cfg
     size = mc.image_size
-    gen = torch.Generator().manual_seed(1)
-    image = torch.rand(args.batch, mc.in_channels, size, size, generator=gen)
-    eps_s = torch.randn(args.batch, args.samples, mc.latent_size, generator=gen)
-    eps_b = torch.randn(args.batch, args.bank, mc.latent_size, generator=gen)
-    with torch.no_grad():
-        model.serve(image, eps_s, eps_b)  # warm-up
-        t0 = time.perf_counter()
-        for _ in range(args.iters):
-            model.serve(image, eps_s, eps_b)
-        dt = time.perf_counter() - t0
-    per_slice = dt / (args.iters * args.batch)
-    print(json.dumps({"ms_per_slice": per_slice * 1e3, "slices_per_s": 1 / per_slice,
-                      "threads": args.threads, "samples": args.samples, "bank": args.bank,
-                      "batch": args.batch, "iters": args.iters, "torch": torch.__version__}))
+    for samples in ints(args.samples):
+        for bank in ints(args.bank):
+            for batch in ints(args.batch):
+                gen = torch.Generator().manual_seed(1)
+                image = torch.rand(batch, mc.in_channels, size, size, generator=gen)
+                eps_s = torch.randn(batch, samples, mc.latent_size, generator=gen)
+                eps_b = torch.randn(batch, bank, mc.latent_size, generator=gen)
+                with torch.no_grad():
+                    model.serve(image, eps_s, eps_b)  # warm-up
+                    t0 = time.perf_counter()
+                    for _ in range(args.iters):
+                        model.serve(image, eps_s, eps_b)
+                    dt = time.perf_counter() - t0
+                per_slice = dt / (args.iters * batch)
+                print(json.dumps({"config": manifest["config"], "samples": samples, "bank": bank,
+                                  "batch": batch, "iters": args.iters, "threads": args.threads,
+                                  "ms_per_slice": per_slice * 1e3, "slices_per_s": 1 / per_slice,
+                                  "torch": torch.__version__}), flush=True)
 
 
 def main() -> None:
@@ -154,10 +163,10 @@ def main() -> None:
     b = sub.add_parser("bench")
     b.add_argument("--bundle", required=True)
     b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--samples", type=int, default=10)
-    b.add_argument("--bank", type=int, default=100)
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--iters", type=int, default=5)
+    b.add_argument("--samples", default="10,50", help="comma-separated S values")
+    b.add_argument("--bank", default="100,500", help="comma-separated K values")
+    b.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
+    b.add_argument("--iters", type=int, default=3)
     args = p.parse_args()
     {"make-bundle": make_bundle, "bench": bench}[args.cmd](args)
 

@@ -1,21 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"dpersona/dicomio"
 	"dpersona/pipeline"
 )
 
@@ -36,7 +34,7 @@ func newInferCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "infer --out DIR INPUT_DIR...",
 		Short: "Segment DICOM series offline: each input folder holds one series; SEG objects are written to --out",
-		Long: "infer reads each INPUT_DIR as one series (every Part-10 file below it), runs both D-Persona\n" +
+		Long: "infer reads each INPUT_DIR as one series (the Part-10 files in it), runs both D-Persona\n" +
 			"stages and writes, per series, OUT/<SeriesInstanceUID>/{raters,samples,probability}.dcm:\n" +
 			"a BINARY SEG with one segment per rater head, a BINARY SEG with one segment per sample, and a\n" +
 			"FRACTIONAL SEG of the soft consensus probability. A series that fails is reported with its\n" +
@@ -87,7 +85,7 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 	fmt.Fprintf(stdout, "model %s %s on %s\n", m.Name, m.Version, engine.Device())
 	failed := 0
 	for _, in := range inputs {
-		files, err := seriesFiles(in)
+		files, err := inferSeriesFiles(in)
 		if err != nil {
 			fmt.Fprintf(stdout, "FAILED %s: %v\n", in, err)
 			failed++
@@ -110,7 +108,7 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 		var written []string
 		for _, seg := range res.SEGs {
 			p := filepath.Join(dst, string(seg.Output)+".dcm")
-			if err := writeFileAtomic(p, seg.Data); err != nil {
+			if err := writeFileAtomicInfer(p, seg.Data); err != nil {
 				return err
 			}
 			written = append(written, fmt.Sprintf("%s (%d segments, %d frames)", p, seg.Segments, seg.Frames))
@@ -131,9 +129,9 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 	return nil
 }
 
-// seriesFiles lists the Part-10 files (DICM magic at offset 128) below dir; other files (notes,
-// masks) are skipped.
-func seriesFiles(dir string) ([]string, error) {
+// inferSeriesFiles lists the Part-10 files of a series folder (dicomio.SeriesFiles skips notes
+// and masks kept beside them).
+func inferSeriesFiles(dir string) ([]string, error) {
 	info, err := os.Stat(dir)
 	if err != nil {
 		return nil, err
@@ -141,40 +139,17 @@ func seriesFiles(dir string) ([]string, error) {
 	if !info.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory (one folder per series)", dir)
 	}
-	var files []string
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() && isPart10(p) {
-			files = append(files, p)
-		}
-		return nil
-	})
+	files, err := dicomio.SeriesFiles(dir)
 	if err != nil {
 		return nil, err
 	}
 	if len(files) == 0 {
 		return nil, errors.New("no DICOM Part-10 files found")
 	}
-	sort.Strings(files)
 	return files, nil
 }
 
-func isPart10(p string) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var head [132]byte
-	if _, err := io.ReadFull(f, head[:]); err != nil {
-		return false
-	}
-	return bytes.Equal(head[128:], []byte("DICM"))
-}
-
-func writeFileAtomic(path string, data []byte) error {
+func writeFileAtomicInfer(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err

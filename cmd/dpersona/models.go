@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,6 +30,7 @@ type modelFlags struct {
 	Threads  int
 	Sessions int
 	Batch    int
+	Spin     bool
 }
 
 func (f *modelFlags) register(cmd *cobra.Command, withModel bool) {
@@ -41,6 +43,7 @@ func (f *modelFlags) register(cmd *cobra.Command, withModel bool) {
 	fs.IntVar(&f.Threads, "threads", 0, "intra-op threads per session (default: CPUs / sessions)")
 	fs.IntVar(&f.Sessions, "sessions", 1, "concurrent onnxruntime sessions (sessions x threads is kept within the CPU count)")
 	fs.IntVar(&f.Batch, "batch", 8, "tiles per graph run")
+	fs.BoolVar(&f.Spin, "spin", false, "let idle onnxruntime threads busy-wait (faster on an idle machine, wasteful on a shared one)")
 }
 
 // resolveModelDir finds a bundle directory: an explicit path as given, otherwise models/default
@@ -78,6 +81,7 @@ func (f *modelFlags) openEngine(dir string, logger *slog.Logger) (*inference.Eng
 		IntraOpThreads: f.Threads,
 		Sessions:       f.Sessions,
 		BatchSize:      f.Batch,
+		Spin:           f.Spin,
 		Logger:         logger,
 	})
 }
@@ -91,7 +95,7 @@ func newModelsCommand() *cobra.Command {
 		Use:   "models",
 		Short: "Inspect and verify model bundles",
 	}
-	cmd.AddCommand(newModelsVerifyCommand())
+	cmd.AddCommand(newModelsVerifyCommand(), newModelsBenchCommand())
 	return cmd
 }
 
@@ -160,6 +164,92 @@ func runModelsVerify(ctx context.Context, out io.Writer, dir string, flags *mode
 	}
 	if !rep.Pass {
 		return errors.New("golden vectors failed")
+	}
+	return nil
+}
+
+type benchCase struct {
+	Samples, Bank, Batch int
+}
+
+func newModelsBenchCommand() *cobra.Command {
+	var flags modelFlags
+	var samples, banks, batches []int
+	var iters int
+	cmd := &cobra.Command{
+		Use:   "bench [DIR]",
+		Short: "Time both stages through onnxruntime: ms per slice and slices/s for each S, K and batch",
+		Long: "bench runs the bundle's graph on random 128x128 inputs (one slice = one model input) for\n" +
+			"every combination of --samples, --bank and --batch, after one warm-up run, and prints one\n" +
+			"JSON line per combination. scripts/bench-inference.sh compares it with PyTorch eager.",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			explicit := ""
+			if len(args) == 1 {
+				explicit = args[0]
+			}
+			dir, err := resolveModelDir(explicit)
+			if err != nil {
+				return err
+			}
+			engine, err := flags.openEngine(dir, stderrLogger())
+			if err != nil {
+				return err
+			}
+			defer engine.Close()
+			var cases []benchCase
+			for _, s := range samples {
+				for _, k := range banks {
+					for _, b := range batches {
+						cases = append(cases, benchCase{s, k, b})
+					}
+				}
+			}
+			return runModelsBench(cmd.Context(), cmd.OutOrStdout(), engine, cases, iters)
+		},
+	}
+	flags.register(cmd, false)
+	fs := cmd.Flags()
+	fs.IntSliceVar(&samples, "samples", []int{10, 50}, "stage-I sample counts S")
+	fs.IntSliceVar(&banks, "bank", []int{100, 500}, "stage-II bank sizes K")
+	fs.IntSliceVar(&batches, "batches", []int{1, 8}, "slices per graph run")
+	fs.IntVar(&iters, "iters", 5, "timed runs per combination")
+	return cmd
+}
+
+func runModelsBench(ctx context.Context, out io.Writer, e *inference.Engine, cases []benchCase, iters int) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	m := e.Bundle().Manifest
+	chw := m.Input.Channels * m.Input.Height * m.Input.Width
+	L := m.LatentSize
+	for _, c := range cases {
+		noise := inference.StudyNoise("bench", 1, c.Samples*c.Batch, c.Bank*c.Batch, L)
+		img := make([]float32, c.Batch*chw)
+		for i := range img {
+			img[i] = float32((i*2654435761)%1000) / 999
+		}
+		run := func() error {
+			_, _, err := e.Run(ctx, img, c.Batch, noise.Samples, c.Samples, noise.Bank, c.Bank)
+			return err
+		}
+		if err := run(); err != nil { // warm-up: first-run allocations and kernel selection
+			return err
+		}
+		start := time.Now()
+		for i := 0; i < iters; i++ {
+			if err := run(); err != nil {
+				return err
+			}
+		}
+		perSlice := time.Since(start).Seconds() / float64(iters*c.Batch)
+		line, _ := json.Marshal(map[string]any{
+			"model": m.Name, "config": m.Config, "samples": c.Samples, "bank": c.Bank, "batch": c.Batch,
+			"iters": iters, "threads": e.Threads(), "device": e.Device(),
+			"ms_per_slice": perSlice * 1e3, "slices_per_s": 1 / perSlice,
+		})
+		fmt.Fprintln(out, string(line))
 	}
 	return nil
 }
