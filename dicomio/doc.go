@@ -5,7 +5,8 @@
 //
 // # Series -> volume
 //
-//	s, err := dicomio.LoadSeries(paths) // or LoadSeriesWithOptions(paths, LoadOptions{...})
+//	files, err := dicomio.SeriesFiles(dir) // the Part-10 files of a folder
+//	s, err := dicomio.LoadSeries(files)    // or LoadSeriesWithOptions(files, LoadOptions{...})
 //
 // LoadSeries parses every file, expands enhanced multi-frame images into one Slice per frame
 // (per-frame and shared functional groups: position, orientation, pixel measures, rescale),

@@ -488,3 +488,43 @@ func abs(v float64) float64 {
 	}
 	return v
 }
+
+// TestSEGFramesNeverMatchTheWrongSlice: a SEG's frames are bound to their source slice by SOP
+// Instance UID and checked against its position; a series whose slice moved is refused.
+func TestSEGFramesNeverMatchTheWrongSlice(t *testing.T) {
+	s := loadFixture(t, "ct5n-pydicom")
+	masks := syntheticMasks(s, 2)
+	data, _, err := EncodeSEG(s, SEGDescription{Type: Binary, Segments: segmentDescs("a", "b")}, masks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "seg.dcm")
+	os.WriteFile(p, data, 0o644)
+	seg, err := ReadSEG(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, f := range seg.Frames {
+		var sl *Slice
+		for i := range s.Slices {
+			if s.Slices[i].SOPInstanceUID == f.SourceSOPInstanceUID {
+				sl = &s.Slices[i]
+			}
+		}
+		if sl == nil || sl.Position != f.Position {
+			t.Fatalf("frame %d references %s at %v", k+1, f.SourceSOPInstanceUID, f.Position)
+		}
+		if f.DimensionIndex[0] != f.SegmentNumber || s.Slices[f.DimensionIndex[1]-1].SOPInstanceUID != f.SourceSOPInstanceUID {
+			t.Fatalf("frame %d dimension index %v does not match segment %d / %s", k+1, f.DimensionIndex, f.SegmentNumber, f.SourceSOPInstanceUID)
+		}
+	}
+	moved := *s
+	moved.Slices = append([]Slice(nil), s.Slices...)
+	moved.Slices[2].Position[2] += 2.5
+	if _, err := seg.MasksFor(&moved); !errors.Is(err, ErrGeometry) {
+		t.Fatalf("moved slice accepted: %v", err)
+	}
+	if _, err := seg.MasksFor(loadFixture(t, "ct2-pydicom")); !errors.Is(err, ErrGeometry) {
+		t.Fatalf("other series accepted: %v", err)
+	}
+}

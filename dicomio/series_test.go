@@ -299,6 +299,9 @@ func TestLoadSeriesBadInput(t *testing.T) {
 		{"bad-short-pixeldata", ErrTruncatedPixelData, "001.dcm", "PixelData (7FE0,0010)"},
 		{"bad-rgb", ErrUnsupportedPixelFormat, "000.dcm", "SamplesPerPixel (0028,0002)"},
 		{"bad-compressed", ErrCompressed, "002.dcm", "TransferSyntaxUID (0002,0010)"},
+		{"bad-high-bit", ErrUnsupportedPixelFormat, "000.dcm", "HighBit (0028,0102)"},
+		{"bad-bits-allocated", ErrUnsupportedPixelFormat, "004.dcm", "BitsAllocated (0028,0100)"},
+		{"bad-enhanced-frame-count", ErrGeometry, "enhanced.dcm", "PerFrameFunctionalGroupsSequence (5200,9230)"},
 	}
 	for _, c := range cases {
 		t.Run(c.variant, func(t *testing.T) {

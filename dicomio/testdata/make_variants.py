@@ -205,3 +205,11 @@ def compressed(ds):
 # JPEG Lossless (Process 14, SV1): the fragments are not real JPEG, but the loader must refuse
 # the transfer syntax before it looks at them.
 variant("bad-compressed", only(2, compressed))
+
+variant("bad-high-bit", only(0, lambda ds: setattr(ds, "HighBit", 11)))
+variant("bad-bits-allocated", only(4, lambda ds: setattr(ds, "BitsAllocated", 12)))
+
+# Enhanced CT whose NumberOfFrames disagrees with its per-frame functional groups.
+bad_enh = enhanced(ct, "bad-enhanced-frame-count", "1.2.840.10008.5.1.4.1.1.2.1", [0, 1, 2, 3, 4])
+bad_enh.NumberOfFrames = 4
+save(bad_enh, "bad-enhanced-frame-count", "enhanced.dcm")
