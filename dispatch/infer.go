@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -184,7 +185,7 @@ func (b *Bus) RunInferWorker(ctx context.Context, opt InferOptions) error {
 
 func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer
-	err := retryTopology(ctx, func() error {
+	err := retryTopology(ctx, func(ctx context.Context) error {
 		c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
 		cons = c
 		return err
@@ -393,6 +394,9 @@ func (w *inferWorker) reuseResults(ctx context.Context, key, eventID string, rt 
 		if err != nil {
 			return nil, false, fmt.Errorf("look up result %s: %w", name, err)
 		}
+		if info.Deleted || info.Metadata["sop_instance_uid"] == "" {
+			return nil, false, nil
+		}
 		out = append(out, resultFromInfo(rt, version, se.SeriesInstanceUID, o, info))
 	}
 	return out, true, nil
@@ -439,20 +443,16 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 			s.SOPClassUID = SOPClassSegmentation
 		}
 		name := resultObjectName(ev.StudyKey(), eventID, rt.Name, version, se.SeriesInstanceUID, o)
-		info, err := b.results.PutBytes(ctx, name, s.Data)
-		if err != nil {
-			return nil, fmt.Errorf("store SEG %s: %w", name, err)
-		}
-		// Metadata goes in a second call: PutBytes has no metadata argument.
-		meta := jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
+		// Name, data and metadata in one put: a SEG object without its metadata must never exist,
+		// since a redelivered study reuses stored objects by their metadata.
+		info, err := b.results.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
 			"sop_instance_uid": s.SOPInstanceUID, "sop_class_uid": s.SOPClassUID,
 			"segments": strconv.Itoa(s.Segments), "frames": strconv.Itoa(s.Frames),
 			"study_instance_uid": ev.StudyInstanceUID, "model_version": version,
-		}}
-		if err := b.results.UpdateMeta(ctx, name, meta); err != nil {
-			return nil, fmt.Errorf("store SEG %s metadata: %w", name, err)
+		}}, bytes.NewReader(s.Data))
+		if err != nil {
+			return nil, fmt.Errorf("store SEG %s: %w", name, err)
 		}
-		info.Metadata = meta.Metadata
 		out = append(out, resultFromInfo(rt, version, se.SeriesInstanceUID, o, info))
 	}
 	return out, nil

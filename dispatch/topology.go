@@ -60,14 +60,14 @@ func (b *Bus) EnsureTopology(ctx context.Context) error {
 		},
 	}
 	for _, sc := range streams {
-		if err := retryTopology(ctx, func() error {
+		if err := retryTopology(ctx, func(ctx context.Context) error {
 			_, err := b.js.CreateOrUpdateStream(ctx, sc)
 			return err
 		}); err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
-	if err := retryTopology(ctx, func() error {
+	if err := retryTopology(ctx, func(ctx context.Context) error {
 		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      BucketStudyState,
 			Description: "study state: received, inferring, exporting, done, failed (with reason)",
@@ -87,7 +87,7 @@ func (b *Bus) EnsureTopology(ctx context.Context) error {
 		{BucketResults, "DICOM-SEG objects produced by the inference workers", &b.results},
 		{BucketInstances, "source instances, when roles do not share the data directory", &b.instances},
 	} {
-		if err := retryTopology(ctx, func() error {
+		if err := retryTopology(ctx, func(ctx context.Context) error {
 			store, err := b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 				Bucket:      obj.name,
 				Description: obj.desc,
@@ -105,11 +105,19 @@ func (b *Bus) EnsureTopology(ctx context.Context) error {
 
 // retryTopology retries calls that fail while a cluster elects its meta leader or while another
 // process creates the same asset at the same moment.
-func retryTopology(ctx context.Context, f func() error) error {
+func retryTopology(ctx context.Context, f func(ctx context.Context) error) error {
 	var err error
 	for attempt := 0; attempt < 40; attempt++ {
-		if err = f(); err == nil {
+		// A request sent while the cluster has no meta leader may get no answer at all: bound
+		// each attempt so it is retried instead of eating the caller's whole deadline.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = f(actx)
+		cancel()
+		if err == nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return err
 		}
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || isTransient(err) {
 			select {
