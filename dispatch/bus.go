@@ -93,6 +93,7 @@ type Bus struct {
 	state     jetstream.KeyValue
 	results   jetstream.ObjectStore
 	instances jetstream.ObjectStore
+	obs       Observer
 }
 
 // OpenBus starts the embedded server (when cfg.URL is empty) and connects to it, or connects to
@@ -335,3 +336,31 @@ func (l *serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprint
 func (l *serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l *serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *serverLogger) Tracef(format string, v ...any)  {}
+
+// Observer receives the bus's measurements (the serve command feeds them to its metrics; the
+// package itself stays free of a metrics dependency). Nil fields are skipped.
+type Observer struct {
+	SeriesProcessed func(d time.Duration)             // one model run over one series
+	InferenceFailed func()                            // a series whose processing failed (each attempt)
+	StudyInferred   func(d time.Duration)             // study event taken -> SEG objects stored
+	FilesExported   func(destination string, n int)   // files acknowledged by a destination
+	ExportFailed    func(destination string)          // a failed delivery attempt
+	StudyDelivered  func(sinceInferred time.Duration) // SEG objects stored -> every destination acknowledged
+}
+
+// SetObserver installs o; call it before starting workers.
+func (b *Bus) SetObserver(o Observer) { b.obs = o }
+
+// QueueDepth is the number of messages waiting in a stream (the work queues: StreamStudies,
+// StreamResults).
+func (b *Bus) QueueDepth(ctx context.Context, stream string) (uint64, error) {
+	s, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}

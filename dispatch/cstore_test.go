@@ -299,7 +299,7 @@ func TestStudyToOrthancOverCStore(t *testing.T) {
 	fmt.Sscan(port, &p)
 	bad := Destination{Name: "misconfigured", Kind: KindDICOM, AETitle: "NOTPACS", Host: host, Port: p}
 	routing := Routing{Destinations: []Destination{good, bad}, Routes: []Route{
-		{Name: "lung", Modality: "CT", Model: "m", Outputs: []string{OutputRater, OutputSamples, OutputProbability}, Destinations: []string{"orthanc", "misconfigured"}},
+		{Name: "lung", Modality: "CT", Model: "m", Outputs: []string{OutputRaters, OutputSamples, OutputProbability}, Destinations: []string{"orthanc", "misconfigured"}},
 	}}
 	h.infer(b, fastInfer(newFixtureProcessor("w"), routing))
 	goodExp := &countingExporter{inner: NewCStoreExporter(good, "DPERSONA"), stored: map[string]int{}}

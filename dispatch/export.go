@@ -181,6 +181,18 @@ func (w *exportWorker) handle(ctx context.Context, msg jetstream.Msg) {
 			}
 		}
 		log.Info("export attempt", "files", len(files), "seconds", time.Since(start).Seconds(), "err", err)
+		stored := 0
+		for _, i := range index {
+			if outcomes[i].state == DeliveryDelivered {
+				stored++
+			}
+		}
+		if f := b.obs.FilesExported; f != nil && stored > 0 {
+			f(dest.Name, stored)
+		}
+		if f := b.obs.ExportFailed; f != nil && stored < len(index) {
+			f(dest.Name)
+		}
 	}
 	w.settle(ctx, msg, meta, job, outcomes)
 }
@@ -250,7 +262,9 @@ func (w *exportWorker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *
 // state from all deliveries (done when every file reached every destination).
 func (b *Bus) recordDeliveries(ctx context.Context, job ExportJob, outcomes []fileOutcome, attempts int) {
 	now := time.Now().UTC()
+	var delivered *time.Time // set when this update completes the study
 	_, err := b.updateState(ctx, job.StudyKey, func(cur *StudyState) (*StudyState, error) {
+		delivered = nil
 		if cur == nil {
 			return nil, errNoChange
 		}
@@ -306,6 +320,7 @@ func (b *Bus) recordDeliveries(ctx context.Context, job ExportJob, outcomes []fi
 			cur.DoneAt = &now
 		case StateDone:
 			cur.DoneAt = &now
+			delivered = cur.InferredAt
 		case StateExporting:
 			for _, r := range cur.Results {
 				for _, d := range r.Deliveries {
@@ -319,5 +334,9 @@ func (b *Bus) recordDeliveries(ctx context.Context, job ExportJob, outcomes []fi
 	})
 	if err != nil {
 		b.log.Error("could not record deliveries", "study_key", job.StudyKey, "err", err)
+		return
+	}
+	if f := b.obs.StudyDelivered; f != nil && delivered != nil {
+		f(now.Sub(*delivered))
 	}
 }

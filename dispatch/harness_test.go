@@ -69,7 +69,7 @@ type fixtureProcessor struct {
 }
 
 var fixtureSEG = map[string]string{
-	OutputRater:       "seg_image_ct_binary_overlap.dcm",
+	OutputRaters:      "seg_image_ct_binary_overlap.dcm",
 	OutputSamples:     "seg_image_ct_binary.dcm",
 	OutputProbability: "seg_image_ct_true_fractional.dcm",
 }

@@ -42,7 +42,7 @@ type Job struct {
 	Modality          string
 	Files             []string // absolute paths of the series' Part-10 files on this worker
 	Model             string
-	Outputs           []string // rater, samples, probability
+	Outputs           []string // raters, samples, probability
 }
 
 // SEG is one DICOM Segmentation object produced by a Processor.
@@ -304,6 +304,7 @@ func (w *inferWorker) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	stop := keepInProgress(msg, w.opt.AckWait)
+	taken := time.Now()
 	results, err := w.runRoutes(ctx, ev, eventID, log)
 	stop()
 	if err != nil {
@@ -322,6 +323,9 @@ func (w *inferWorker) handle(ctx context.Context, msg jetstream.Msg) {
 	if err := w.publishResults(ctx, ev, eventID, results, log); err != nil {
 		w.retry(ctx, msg, meta, key, &ev, err)
 		return
+	}
+	if f := b.obs.StudyInferred; f != nil && len(results) > 0 {
+		f(time.Since(taken))
 	}
 	ackAndRemove(ctx, b, msg, meta)
 }
@@ -420,9 +424,17 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
 		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs}
 	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
+	start := time.Now()
 	segs, err := safeProcess(pctx, w.opt.Processor, job)
 	timedOut := pctx.Err() != nil && ctx.Err() == nil
 	cancel()
+	if err == nil {
+		if f := b.obs.SeriesProcessed; f != nil {
+			f(time.Since(start))
+		}
+	} else if f := b.obs.InferenceFailed; f != nil && ctx.Err() == nil {
+		f()
+	}
 	if err != nil && timedOut {
 		err = fmt.Errorf("processing did not finish within %s: %w", w.opt.Timeout, err)
 	}

@@ -14,12 +14,12 @@ import (
 
 // Outputs a route can ask for: one SEG object each.
 const (
-	OutputRater       = "rater"       // one segment per rater-specific mask
+	OutputRaters      = "raters"      // one segment per rater-specific mask
 	OutputSamples     = "samples"     // one segment per diversified sample
 	OutputProbability = "probability" // fractional SEG: mean probability
 )
 
-var knownOutputs = map[string]bool{OutputRater: true, OutputSamples: true, OutputProbability: true}
+var knownOutputs = map[string]bool{OutputRaters: true, OutputSamples: true, OutputProbability: true}
 
 // Destination kinds.
 const (
@@ -36,7 +36,7 @@ const (
 //	  ],
 //	  "routes": [
 //	    {"name": "lung-ct", "called_ae": "DPERSONA", "modality": "CT", "min_instances": 2,
-//	     "model": "models/default", "outputs": ["rater", "samples"], "destinations": ["pacs", "web"]}
+//	     "model": "models/default", "outputs": ["raters", "samples"], "destinations": ["pacs", "web"]}
 //	  ]
 //	}
 //
@@ -57,7 +57,7 @@ type Route struct {
 	MinInstances int      `json:"min_instances,omitempty"` // series rule: at least this many instances
 	MaxInstances int      `json:"max_instances,omitempty"` // series rule: at most this many (0 = no limit)
 	Model        string   `json:"model"`                   // model bundle directory
-	Outputs      []string `json:"outputs"`                 // rater, samples, probability
+	Outputs      []string `json:"outputs"`                 // raters, samples, probability
 	Destinations []string `json:"destinations"`            // destination names; none = keep results in the bus only
 }
 
@@ -177,11 +177,11 @@ func (r Routing) Validate() error {
 			return fmt.Errorf("%s: model is empty", where)
 		}
 		if len(rt.Outputs) == 0 {
-			return fmt.Errorf("%s: no outputs (want some of rater, samples, probability)", where)
+			return fmt.Errorf("%s: no outputs (want some of raters, samples, probability)", where)
 		}
 		for _, o := range rt.Outputs {
 			if !knownOutputs[o] {
-				return fmt.Errorf("%s: unknown output %q (want rater, samples or probability)", where, o)
+				return fmt.Errorf("%s: unknown output %q (want raters, samples or probability)", where, o)
 			}
 		}
 		for _, d := range rt.Destinations {
@@ -277,12 +277,12 @@ func ParseForwardTo(s string) (Destination, error) {
 	return d, nil
 }
 
-// DefaultRouting is what serve runs without a routes section: every CT series with at least two
-// slices goes through the default model, rater and samples SEG objects go to the given
+// DefaultRouting is what serve runs without a routes section: every CT series goes through the
+// default model and its three SEG objects (raters, samples, probability) go to the given
 // destinations (e.g. the one from --forward-to).
 func DefaultRouting(model string, dests ...Destination) Routing {
 	r := Routing{Destinations: dests}
-	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model, Outputs: []string{OutputRater, OutputSamples}}
+	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model, Outputs: []string{OutputRaters, OutputSamples, OutputProbability}}
 	for _, d := range dests {
 		rt.Destinations = append(rt.Destinations, d.Name)
 	}

@@ -61,7 +61,7 @@ type ResultState struct {
 	Route          string          `json:"route"`
 	Model          string          `json:"model"`
 	ModelVersion   string          `json:"model_version"`
-	Output         string          `json:"output"` // rater, samples, probability
+	Output         string          `json:"output"` // raters, samples, probability
 	Series         string          `json:"source_series_instance_uid"`
 	Object         string          `json:"object"` // name in the results object store
 	SOPInstanceUID string          `json:"sop_instance_uid"`

@@ -17,7 +17,7 @@ import (
 )
 
 func ctRoute(dests ...string) Routing {
-	return Routing{Routes: []Route{{Name: "lung", Modality: "CT", Model: "models/test", Outputs: []string{OutputRater, OutputSamples}, Destinations: dests}}}
+	return Routing{Routes: []Route{{Name: "lung", Modality: "CT", Model: "models/test", Outputs: []string{OutputRaters, OutputSamples}, Destinations: dests}}}
 }
 
 // countingExporter observes a real exporter: how many times each SOP instance was stored.
