@@ -112,7 +112,8 @@ func textValue(s string) []byte {
 
 func us(v uint16) []byte { return []byte{byte(v), byte(v >> 8)} }
 
-// Encode returns the command set with its group length. Which elements are written follows the
+// Encode returns the command set with its group length. CommandDataSetType is written as set,
+// so set it to NoDataSet for commands without a data set. Which elements are written follows the
 // command field: requests carry MessageID and Priority (C-STORE), responses carry
 // MessageIDBeingRespondedTo and Status.
 func (c *Command) Encode() []byte {
@@ -140,13 +141,7 @@ func (c *Command) Encode() []byte {
 			els = append(els, element{tagMoveOriginatorMessageID, us(c.MoveOriginatorMessageID)})
 		}
 	}
-	dst := c.CommandDataSetType
-	if dst == 0 && !c.IsResponse() && c.CommandField == CEchoRQ {
-		dst = NoDataSet
-	}
-	if c.IsResponse() && dst == 0 {
-		dst = NoDataSet
-	}
+	dst := c.CommandDataSetType // written as given: 0x0000 means a data set follows
 	els = append(els, element{tagCommandDataSetType, us(dst)})
 	if c.AffectedSOPInstanceUID != "" {
 		els = append(els, element{tagAffectedSOPInstanceUID, uidValue(c.AffectedSOPInstanceUID)})

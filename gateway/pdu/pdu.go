@@ -616,6 +616,7 @@ func DecodeAssociateAC(body []byte) (*AssociateAC, error) {
 		return nil, err
 	}
 	ac := &AssociateAC{ProtocolVersion: f.version, CalledAE: f.called, CallingAE: f.calling}
+	seenUser := false
 	for _, it := range f.items {
 		switch it.typ {
 		case itemApplicationContext:
@@ -646,9 +647,16 @@ func DecodeAssociateAC(body []byte) (*AssociateAC, error) {
 			if ac.UserInfo, err = decodeUserInfo(it.value); err != nil {
 				return nil, err
 			}
+			seenUser = true
 		default:
 			return nil, malformed("A-ASSOCIATE-AC: unexpected item 0x%02x", it.typ)
 		}
+	}
+	if ac.ApplicationContext == "" {
+		return nil, malformed("A-ASSOCIATE-AC without application context")
+	}
+	if !seenUser {
+		return nil, malformed("A-ASSOCIATE-AC without user information (maximum length is mandatory)")
 	}
 	return ac, nil
 }

@@ -29,6 +29,7 @@ type Store struct {
 	noSync bool
 
 	dirSyncs sync.Map // directory path -> *dirSyncer
+	seq      atomic.Uint64
 	mkdirMu  sync.Mutex
 }
 
@@ -145,7 +146,10 @@ func (s *Store) Begin(in Incoming) (*Pending, error) {
 	if !part10.ValidUID(in.SOPInstanceUID) {
 		return nil, fmt.Errorf("%w: command's SOP instance UID %q is not a valid UID", ErrCannotUnderstand, in.SOPInstanceUID)
 	}
-	f, err := os.CreateTemp(s.incomingDir, in.SOPInstanceUID+".*.part")
+	// A per-store sequence keeps names unique (incoming/ belongs to this process alone: it is
+	// emptied on start) and cheap to generate.
+	name := filepath.Join(s.incomingDir, fmt.Sprintf("%s.%d.part", in.SOPInstanceUID, s.seq.Add(1)))
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, resourceError("create temporary file", err)
 	}
