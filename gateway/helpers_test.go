@@ -16,6 +16,7 @@ import (
 
 	"dpersona/gateway/assembly"
 	"dpersona/gateway/store"
+	"dpersona/gateway/ul"
 	"dpersona/internal/testutil"
 )
 
@@ -81,6 +82,8 @@ type gatewayOptions struct {
 	quiet    time.Duration
 	dataDir  string
 	sink     *recordingSink
+	ul       ul.Config
+	minFree  uint64
 }
 
 func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
@@ -107,7 +110,7 @@ func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger}, st, asm)
+	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger, UL: opt.ul, MinFreeBytes: opt.minFree}, st, asm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,122 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"dpersona/gateway/dimse"
+	"dpersona/gateway/scu"
+	"dpersona/gateway/store"
+	"dpersona/gateway/ul"
+	"dpersona/internal/testutil"
+)
+
+// Small PDUs in both directions: the gateway advertises 4 KiB, so a 0.5 MB instance arrives in
+// about 130 fragments; the SCU advertises 4 KiB too, so the responses are fragmented if needed.
+func TestSmallPDUsBothWays(t *testing.T) {
+	g := startGateway(t, gatewayOptions{ul: ul.Config{MaxPDULength: 4096}})
+	files := dicomFiles(t, testutil.Testdata("dicom", "lidc-ct-0005"))[:3]
+	props, _ := scu.ProposalsForFiles(files)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := scu.Dial(ctx, g.addr, scu.Options{CallingAE: "SMALL", CalledAE: "DPERSONA", UL: ul.Config{MaxPDULength: 4096}}, props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Association().PeerMaxPDULength != 4096 {
+		t.Fatalf("gateway advertised %d", c.Association().PeerMaxPDULength)
+	}
+	for _, f := range files {
+		if _, err := c.StoreFile(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Release()
+	// storescu with the gateway's small limit: dcmtk fragments to it as well.
+	out, err := runTool(t, 30*time.Second, "storescu", "-aet", "DCMTK", "-aec", "DPERSONA", "127.0.0.1", fmt.Sprint(g.port), testutil.Testdata("dicom", "lidc-ct-0005", "007.dcm"))
+	if err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	if n := len(storedFiles(t, g.dataDir)); n != 4 {
+		t.Fatalf("stored %d", n)
+	}
+}
+
+// Below the free-space watermark every C-STORE is refused with "out of resources"; nothing is
+// stored, the association stays usable (echo still works).
+func TestDiskWatermarkRefusesWithOutOfResources(t *testing.T) {
+	g := startGateway(t, gatewayOptions{minFree: 1 << 62})
+	f := testutil.Testdata("dicom", "ct2-pydicom", "17106")
+	props, _ := scu.ProposalsForFiles([]string{f})
+	ctx := context.Background()
+	c, err := scu.Dial(ctx, g.addr, scu.Options{CallingAE: "FULL", CalledAE: "DPERSONA"}, props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	_, err = c.StoreFile(ctx, f)
+	var se *scu.StatusError
+	if !errors.As(err, &se) || se.Status != dimse.StatusOutOfResources || !strings.Contains(se.Comment, "watermark") {
+		t.Fatalf("want 0xA700 naming the watermark, got %v", err)
+	}
+	if err := c.Echo(ctx); err != nil {
+		t.Fatalf("association unusable after a refusal: %v", err)
+	}
+	if n := len(storedFiles(t, g.dataDir)); n != 0 {
+		t.Fatalf("stored %d", n)
+	}
+}
+
+func TestStatusForStoreErrors(t *testing.T) {
+	cases := []struct {
+		err  error
+		want uint16
+	}{
+		{fmt.Errorf("%w: write: %w", store.ErrOutOfResources, &os.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}), dimse.StatusOutOfResources},
+		{fmt.Errorf("%w: fsync: %w", store.ErrOutOfResources, syscall.EIO), 0xA701},
+		{fmt.Errorf("%w: SOPInstanceUID differs", store.ErrMismatch), dimse.StatusDataSetDoesNotMatchClass},
+		{fmt.Errorf("%w: no StudyInstanceUID", store.ErrCannotUnderstand), dimse.StatusCannotUnderstand},
+	}
+	for _, c := range cases {
+		if got := statusFor(c.err); got != c.want {
+			t.Errorf("statusFor(%v) = 0x%04X, want 0x%04X", c.err, got, c.want)
+		}
+	}
+}
+
+// Shutdown aborts idle associations at once and returns; Serve reports ErrServerClosed.
+func TestShutdownAbortsIdleAssociations(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	ctx := context.Background()
+	c, err := scu.Dial(ctx, g.addr, scu.Options{CallingAE: "IDLE", CalledAE: "DPERSONA"}, scu.VerificationProposal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "association registered", func() bool { return g.srv.Stats().ActiveAssociations == 1 })
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.srv.Shutdown(sctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("shutdown waited %v for an idle association", d)
+	}
+	if err := c.Echo(ctx); err == nil {
+		t.Fatal("echo succeeded on an association aborted by shutdown")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.srv.Serve(l); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+}
