@@ -106,7 +106,28 @@ func normaliseKey(k string) string {
 // starts with "patient", or a tag of the Patient group (0010,xxxx) written as "(0010,0010)",
 // "0010,0010", "00100010" or "0x00100010".
 func IsSensitiveKey(key string) bool {
-	n := normaliseKey(key)
+	// Normalise into a stack buffer: this runs for every attribute of every log record, and a map
+	// lookup with string(bytes) does not allocate.
+	var buf [64]byte
+	n := buf[:0]
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		default:
+			continue
+		}
+		if len(n) == cap(n) {
+			return isSensitiveNormalised(normaliseKey(key)) // a long key: take the slow path
+		}
+		n = append(n, c)
+	}
+	return isSensitiveNormalised(string(n))
+}
+
+func isSensitiveNormalised(n string) bool {
 	if n == "" {
 		return false
 	}
@@ -114,10 +135,7 @@ func IsSensitiveKey(key string) bool {
 		return true
 	}
 	n = strings.TrimPrefix(n, "0x")
-	if len(n) == 8 && strings.HasPrefix(n, "0010") && isHex(n) {
-		return true
-	}
-	return false
+	return len(n) == 8 && strings.HasPrefix(n, "0010") && isHex(n)
 }
 
 func isHex(s string) bool {

@@ -51,8 +51,12 @@ type family struct {
 	labelNames []string
 	buckets    []float64 // histograms only
 
+	// children maps the label values joined by \xff to the series. With of an existing series is
+	// the hot path, so the map is copy-on-write behind an atomic pointer: lookups take no lock and
+	// allocate nothing; creating a series (rare) copies it under mu, which also guards the maps
+	// below.
+	children atomic.Pointer[map[string]child]
 	mu       sync.Mutex
-	children map[string]child // key: label values joined by \xff
 	funcs    map[string]func() float64
 	values   map[string][]string // key -> label values
 }
@@ -82,7 +86,6 @@ func (r *Registry) register(name, help string, kind metricKind, labelNames []str
 		name: name, help: help, kind: kind,
 		labelNames: append([]string(nil), labelNames...),
 		buckets:    buckets,
-		children:   map[string]child{},
 		funcs:      map[string]func() float64{},
 		values:     map[string][]string{},
 	}
@@ -97,8 +100,10 @@ func (r *Registry) register(name, help string, kind metricKind, labelNames []str
 
 func (f *family) key(labelValues []string) string {
 	if len(labelValues) != len(f.labelNames) {
-		panic(fmt.Sprintf("obs: metric %s wants %d label values %v, got %d %q",
-			f.name, len(f.labelNames), f.labelNames, len(labelValues), labelValues))
+		// Join, not the slice itself, so that labelValues does not escape: the variadic slice of
+		// every With call then stays on the stack.
+		panic(fmt.Sprintf("obs: metric %s wants %d label values %v, got %d: %s",
+			f.name, len(f.labelNames), f.labelNames, len(labelValues), strings.Join(labelValues, ", ")))
 	}
 	return strings.Join(labelValues, "\xff")
 }
@@ -106,14 +111,29 @@ func (f *family) key(labelValues []string) string {
 // get returns the child for labelValues, creating it with mk on first use.
 func (f *family) get(labelValues []string, mk func() child) child {
 	k := f.key(labelValues)
+	if m := f.children.Load(); m != nil {
+		if c, ok := (*m)[k]; ok {
+			return c
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, ok := f.children[k]
-	if !ok {
-		c = mk()
-		f.children[k] = c
-		f.values[k] = append([]string(nil), labelValues...)
+	old := f.children.Load()
+	if old != nil {
+		if c, ok := (*old)[k]; ok {
+			return c
+		}
 	}
+	next := make(map[string]child, 1)
+	if old != nil {
+		for ok, oc := range *old {
+			next[ok] = oc
+		}
+	}
+	c := mk()
+	next[k] = c
+	f.values[k] = append([]string(nil), labelValues...)
+	f.children.Store(&next)
 	return c
 }
 
@@ -349,7 +369,11 @@ func (f *family) writeTo(w *bufio.Writer) {
 	f.mu.Lock()
 	all := make([]series, 0, len(f.values))
 	for k, lv := range f.values {
-		all = append(all, series{key: k, lv: lv, c: f.children[k], fn: f.funcs[k]})
+		var c child
+		if m := f.children.Load(); m != nil {
+			c = (*m)[k]
+		}
+		all = append(all, series{key: k, lv: lv, c: c, fn: f.funcs[k]})
 	}
 	f.mu.Unlock()
 	sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
