@@ -120,3 +120,27 @@ func TestShutdownAbortsIdleAssociations(t *testing.T) {
 		t.Fatalf("Serve after Shutdown: %v", err)
 	}
 }
+
+// A peer that connects and says nothing is dropped after ARTIM; one that stops in the middle of
+// a PDU is dropped after the read timeout. Neither holds a slot afterwards.
+func TestARTIMAndReadTimeout(t *testing.T) {
+	g := startGateway(t, gatewayOptions{ul: ul.Config{ARTIM: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond}})
+	silent, err := net.Dial("tcp", g.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("silent peer got data")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("silent peer dropped after %v", d)
+	}
+	stalled := rawAssociate(t, g.addr, "STALL", "DPERSONA", verificationContext())
+	defer stalled.Close()
+	stalled.Write([]byte{0x04, 0, 0, 0, 0x10, 0}) // a P-DATA-TF header, then nothing
+	expectAbortOrClose(t, stalled)
+	testutil.WaitFor(t, 5*time.Second, "no association left", func() bool { return g.srv.Stats().ActiveAssociations == 0 })
+}
