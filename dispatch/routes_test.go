@@ -1,0 +1,137 @@
+package dispatch
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadRoutingFromConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "models", "lung"), 0o755)
+	os.WriteFile(filepath.Join(dir, "models", "lung", "manifest.json"), []byte("{}"), 0o644)
+	cfg := `{
+	  "data_dir": "ignored by routing",
+	  "destinations": [
+	    {"name": "pacs", "kind": "dicom", "ae_title": "PACS", "host": "10.0.0.5", "port": 104, "timeout": "30s"},
+	    {"name": "web", "kind": "stow", "url": "https://pacs.example/dicom-web", "timeout": 90}
+	  ],
+	  "routes": [
+	    {"name": "lung-ct", "called_ae": "DPERSONA", "modality": "CT", "min_instances": 3,
+	     "model": "models/lung", "outputs": ["raters", "samples"], "destinations": ["pacs", "web"]},
+	    {"name": "research", "calling_ae": "RESEARCH", "model": "/abs/model", "outputs": ["probability"]}
+	  ]
+	}`
+	path := filepath.Join(dir, "dpersona.json")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	r, err := LoadRouting(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Routes[0].Model; got != filepath.Join(dir, "models", "lung") {
+		t.Fatalf("relative model path resolved to %q, want next to the config file", got)
+	}
+	if d, _ := r.Destination("pacs"); time.Duration(d.Timeout) != 30*time.Second {
+		t.Fatalf("pacs timeout = %v", time.Duration(d.Timeout))
+	}
+	if d, _ := r.Destination("web"); time.Duration(d.Timeout) != 90*time.Second {
+		t.Fatalf("web timeout = %v", time.Duration(d.Timeout))
+	}
+
+	ct := func(n int) SeriesRef {
+		se := SeriesRef{SeriesInstanceUID: "1.2", Modality: "CT"}
+		for i := 0; i < n; i++ {
+			se.Instances = append(se.Instances, InstanceRef{SOPInstanceUID: "1", SOPClassUID: ctImage})
+		}
+		return se
+	}
+	names := func(rs []Route) string {
+		var s []string
+		for _, r := range rs {
+			s = append(s, r.Name)
+		}
+		return strings.Join(s, ",")
+	}
+	ev := StudyComplete{CalledAE: "DPERSONA", CallingAE: "CT01"}
+	if got := names(r.Match(ev, ct(5))); got != "lung-ct" {
+		t.Fatalf("5-slice CT to DPERSONA matched %q", got)
+	}
+	if got := names(r.Match(ev, ct(2))); got != "" {
+		t.Fatalf("2-slice CT (min_instances 3) matched %q", got)
+	}
+	mr := ct(5)
+	mr.Modality = "MR"
+	if got := names(r.Match(ev, mr)); got != "" {
+		t.Fatalf("MR matched %q", got)
+	}
+	ev.CallingAE, ev.CalledAE = "research", "OTHER"
+	if got := names(r.Match(ev, mr)); got != "research" {
+		t.Fatalf("study from RESEARCH (case-insensitive) matched %q", got)
+	}
+}
+
+func TestRoutingValidationNamesTheProblem(t *testing.T) {
+	pacs := Destination{Name: "pacs", Kind: KindDICOM, AETitle: "PACS", Host: "h", Port: 104}
+	route := Route{Name: "r", Model: "m", Outputs: []string{OutputRaters}, Destinations: []string{"pacs"}}
+	cases := []struct {
+		mutate func(*Routing)
+		want   string
+	}{
+		{func(r *Routing) { r.Routes[0].Destinations = []string{"nowhere"} }, `destination "nowhere" is not defined`},
+		{func(r *Routing) { r.Routes[0].Outputs = []string{"mask"} }, `unknown output "mask"`},
+		{func(r *Routing) { r.Routes[0].Outputs = nil }, "no outputs"},
+		{func(r *Routing) { r.Routes[0].Model = "" }, "model is empty"},
+		{func(r *Routing) { r.Destinations[0].AETitle = "A_TITLE_THAT_IS_TOO_LONG" }, "longer than 16"},
+		{func(r *Routing) { r.Destinations[0].Port = 0 }, "port in 1..65535"},
+		{func(r *Routing) { r.Destinations[0].Kind = "ftp" }, `kind "ftp"`},
+		{func(r *Routing) { r.Destinations = append(r.Destinations, pacs) }, "used twice"},
+		{func(r *Routing) {
+			r.Destinations = append(r.Destinations, Destination{Name: "w", Kind: KindSTOW, URL: "ftp://x"})
+		}, "not an http(s) DICOMweb root"},
+		{func(r *Routing) {
+			r.Destinations = append(r.Destinations, Destination{Name: "pacs.", Kind: KindSTOW, URL: "http://x"})
+		}, ""},
+	}
+	for i, c := range cases {
+		r := Routing{Destinations: []Destination{pacs}, Routes: []Route{route}}
+		r.Routes[0].Outputs = append([]string(nil), route.Outputs...)
+		r.Routes[0].Destinations = append([]string(nil), route.Destinations...)
+		c.mutate(&r)
+		err := r.Validate()
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("case %d: unexpected error %v", i, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("case %d: err = %v, want it to mention %q", i, err, c.want)
+		}
+	}
+}
+
+func TestParseForwardTo(t *testing.T) {
+	d, err := ParseForwardTo("ORTHANC@127.0.0.1:4242")
+	if err != nil || d.AETitle != "ORTHANC" || d.Host != "127.0.0.1" || d.Port != 4242 || d.Kind != KindDICOM {
+		t.Fatalf("got %+v, %v", d, err)
+	}
+	if d, err := ParseForwardTo("PACS@[::1]:104"); err != nil || d.Host != "::1" || d.Port != 104 {
+		t.Fatalf("IPv6: %+v, %v", d, err)
+	}
+	for in, want := range map[string]string{
+		"127.0.0.1:4242":                 "want AET@HOST:PORT",
+		"PACS@host":                      "no port",
+		"PACS@host:99999":                "not in 1..65535",
+		"WAY_TOO_LONG_AE_TITLE@host:104": "longer than 16",
+	} {
+		if _, err := ParseForwardTo(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseForwardTo(%q) = %v, want %q", in, err, want)
+		}
+	}
+	r := DefaultRouting("models/default", d)
+	if err := r.Validate(); err != nil || len(r.Routes) != 1 || len(r.Routes[0].Outputs) != 3 || r.Routes[0].Destinations[0] != "forward" {
+		t.Fatalf("default routing %+v: %v", r, err)
+	}
+}
