@@ -2,6 +2,7 @@ package obs
 
 import (
 	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -49,5 +50,40 @@ func FuzzParseText(f *testing.F) {
 	f.Add("x{")
 	f.Fuzz(func(t *testing.T, text string) {
 		_, _ = ParseText(strings.NewReader(text))
+	})
+}
+
+// FuzzRedaction: for any key the guard calls sensitive, the output does not depend on the value
+// at all (logged alone, inside a group, bound with With, or under a sensitive group name), so no
+// part of it can leak.
+func FuzzRedaction(f *testing.F) {
+	for _, k := range []string{"PatientName", "patient_id", "(0010,0030)", "0x00101000", "dob", "study_uid", "Name", "PATIENT"} {
+		f.Add(k, "Zyxwvut^Quennell")
+	}
+	render := func(key, value string) string {
+		var buf bytes.Buffer
+		noTime := func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+		log := slog.New(NewRedactingHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: noTime})))
+		log.Info("m", key, value)
+		log.Info("m", slog.Group("g", slog.String(key, value)))
+		log.With(key, value).Info("m")
+		log.WithGroup(key).Info("m", "x", value)
+		return buf.String()
+	}
+	f.Fuzz(func(t *testing.T, key, value string) {
+		if !IsSensitiveKey(key) {
+			if key == "PatientName" {
+				t.Fatal("PatientName is not sensitive")
+			}
+			t.Skip()
+		}
+		if got, ref := render(key, value), render(key, "-"); got != ref {
+			t.Fatalf("the output for sensitive key %q depends on its value %q:\n%s\nvs\n%s", key, value, got, ref)
+		}
 	})
 }
