@@ -41,9 +41,11 @@
 //
 // # Logs
 //
-// One correlation id per association and one per study: create it with NewCorrelationID, put it
-// in the context with WithCorrelation and log with logger.InfoContext(ctx, ...) (the handler adds
-// "correlation_id"), or bind it with logger.With(obs.Correlation(id)). Log UIDs, AE titles and
+// One correlation id per association and one per study: NewCorrelationID for an association
+// (random), StudyCorrelationID(calledAE, studyUID) for a study (derived, so every role and machine
+// logs the same id for it without passing it along). Put it in the context with WithCorrelation
+// and log with logger.InfoContext(ctx, ...) (the handler adds "correlation_id"), or bind it with
+// logger.With(obs.Correlation(id)). Log UIDs, AE titles and
 // counts. The redacting handler masks attributes whose keys name patient identifiers
 // (IsSensitiveKey: PatientName, patient_id, "(0010,0030)", name, dob, ...) with "[REDACTED]"; it
 // cannot see identifiers formatted into the message text, so never do that. Note that the generic

@@ -3,6 +3,7 @@ package obs
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -41,6 +42,15 @@ func NewCorrelationID() string {
 		panic(fmt.Sprintf("obs: crypto/rand failed: %v", err)) // cannot happen on Linux
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// StudyCorrelationID is the correlation id of a study: derived from (called AE, StudyInstanceUID),
+// so that ingest, inference and export, in different processes or on different machines, log the
+// same id for the same study without passing it along. A study sent again to the same AE keeps its
+// id, which is what an operator following it wants.
+func StudyCorrelationID(calledAE, studyInstanceUID string) string {
+	h := sha256.Sum256([]byte("study\x00" + calledAE + "\x00" + studyInstanceUID))
+	return "s-" + hex.EncodeToString(h[:8])
 }
 
 // NewLogger returns the project's logger: JSON lines on w at the given level, with correlation

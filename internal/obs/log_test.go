@@ -154,3 +154,17 @@ func TestRedactingHandlerPassesErrors(t *testing.T) {
 		t.Error("error of the wrapped handler was swallowed")
 	}
 }
+
+func TestStudyCorrelationID(t *testing.T) {
+	a := StudyCorrelationID("DPERSONA", "1.2.3.4")
+	if a != StudyCorrelationID("DPERSONA", "1.2.3.4") {
+		t.Error("the same study must get the same id in every process")
+	}
+	if a == StudyCorrelationID("OTHER", "1.2.3.4") || a == StudyCorrelationID("DPERSONA", "1.2.3.5") ||
+		StudyCorrelationID("DPERSONA1", "2.3") == StudyCorrelationID("DPERSONA", "12.3") {
+		t.Error("different (AE, study) pairs must get different ids")
+	}
+	if !strings.HasPrefix(a, "s-") || len(a) != 18 || strings.Contains(a, "1.2.3.4") {
+		t.Errorf("id %q: want s- and 16 hex digits, not the UID itself", a)
+	}
+}
