@@ -240,7 +240,14 @@ func (a *Assembler) loadStudy(dir, aeDir, studyUID string, now time.Time) (*stud
 	st := &study{dir: dir, series: map[string]*series{}, bySOP: map[string]string{}, lastChange: now, firstSeen: now}
 	st.key = studyKey{ae: sf.CalledAE, uid: studyUID}
 	if st.key.ae == "" {
-		st.key.ae = aeDir // no state file yet: the directory name is the AE (sanitised form)
+		// No state file yet (a crash right after the first instance): the directory name
+		// encodes the AE title reversibly.
+		ae, err := store.AEFromDirName(aeDir)
+		if err != nil {
+			a.log.Error("study directory with an undecodable AE name; skipped", "dir", dir, "err", err)
+			return nil, 0, nil
+		}
+		st.key.ae = ae
 	}
 	st.callingAE = sf.CallingAE
 	seriesDirs, err := os.ReadDir(dir)

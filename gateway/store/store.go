@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,21 +77,47 @@ func (s *Store) StudyDir(calledAE, studyUID string) string {
 	return filepath.Join(s.studiesDir, AEDirName(calledAE), studyUID)
 }
 
-// AEDirName maps an AE title to a directory name: characters other than letters, digits, '-',
-// '_' and '.' become '_' (AE titles may hold spaces or slashes); "." and ".." are never produced.
+// AEDirName maps an AE title to a directory name, reversibly (AEFromDirName): letters, digits,
+// '-' and '_' stay, every other byte (space, '/', '.', '%', ...) becomes %XX. "." and ".." are
+// never produced.
 func AEDirName(ae string) string {
 	var b strings.Builder
-	for _, c := range ae {
+	for i := 0; i < len(ae); i++ {
+		c := ae[i]
 		if (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' {
-			b.WriteRune(c)
+			b.WriteByte(c)
 		} else {
-			b.WriteByte('_')
+			fmt.Fprintf(&b, "%%%02X", c)
 		}
 	}
 	if b.Len() == 0 {
-		return "_"
+		return "%"
 	}
 	return b.String()
+}
+
+// AEFromDirName inverts AEDirName.
+func AEFromDirName(name string) (string, error) {
+	if name == "%" {
+		return "", nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		if name[i] != '%' {
+			b.WriteByte(name[i])
+			continue
+		}
+		if i+2 >= len(name) {
+			return "", fmt.Errorf("directory name %q: truncated %%XX escape", name)
+		}
+		c, err := strconv.ParseUint(name[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("directory name %q: bad escape %q", name, name[i:i+3])
+		}
+		b.WriteByte(byte(c))
+		i += 2
+	}
+	return b.String(), nil
 }
 
 // Failure kinds, so the SCP can choose the DIMSE status.
