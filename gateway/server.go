@@ -229,8 +229,15 @@ func (s *Server) serveConn(cs *connState) {
 		delete(s.conns, cs)
 		s.mu.Unlock()
 	}()
-	overLimit := s.active.Add(1) > int64(s.cfg.MaxAssociations)
+	active := s.active.Add(1)
 	defer s.active.Add(-1)
+	overLimit := active > int64(s.cfg.MaxAssociations)
+	if active > 4*int64(s.cfg.MaxAssociations)+16 {
+		// A flood: answering each with A-ASSOCIATE-RJ would hold a goroutine for up to ARTIM.
+		obs.RejectionsTotal.With(obs.RejectTooManyAssociations).Inc()
+		cs.conn.Close()
+		return
+	}
 	remote := cs.conn.RemoteAddr()
 	var reason, metricReason string
 	assoc, rq, err := ul.Accept(cs.conn, s.cfg.UL, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {

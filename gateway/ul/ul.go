@@ -7,6 +7,7 @@ package ul
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -483,11 +484,9 @@ func (a *Association) nextPDV(idle bool) error {
 // ReadCommand reads the next command set (all its fragments), waiting at most IdleTimeout for the
 // message to start. It returns ErrReleaseRequested when the peer asks to release instead.
 func (a *Association) ReadCommand() (contextID byte, command []byte, err error) {
-	if a.inPDV || a.pduLeft != 0 {
+	if a.inPDV && !a.pdv.command {
 		// The previous data set was not read to its end: the caller broke the message sequence.
-		if a.inPDV && !a.pdv.command {
-			return 0, nil, a.protocolError(pdu.AbortReasonUnexpectedPDU, "command expected while a data set is still being received")
-		}
+		return 0, nil, a.protocolError(pdu.AbortReasonUnexpectedPDU, "command expected while a data set is still being received")
 	}
 	var buf []byte
 	first := true
@@ -599,7 +598,7 @@ func (a *Association) sendPayloadMax() int {
 
 // WriteCommand sends a command set on a context, fragmented to the peer's limit.
 func (a *Association) WriteCommand(contextID byte, command []byte) error {
-	return a.writeMessagePart(contextID, true, bytesReader(command), int64(len(command)))
+	return a.writeMessagePart(contextID, true, bytes.NewReader(command), int64(len(command)))
 }
 
 // WriteData sends a data set of the given size read from r, fragmented to the peer's limit.
@@ -607,29 +606,9 @@ func (a *Association) WriteData(contextID byte, r io.Reader, size int64) error {
 	return a.writeMessagePart(contextID, false, r, size)
 }
 
-type bytesReader []byte
-
-func (b bytesReader) reader() io.Reader { return &byteSliceReader{b: b} }
-
-type byteSliceReader struct{ b []byte }
-
-func (r *byteSliceReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
-}
-
-func (a *Association) writeMessagePart(contextID byte, command bool, src any, size int64) error {
-	var r io.Reader
-	switch s := src.(type) {
-	case bytesReader:
-		r = s.reader()
-	case io.Reader:
-		r = s
-	}
+// writeMessagePart sends size bytes from r as PDVs of one message part (command or data set),
+// one PDV per P-DATA-TF, the last one flagged.
+func (a *Association) writeMessagePart(contextID byte, command bool, r io.Reader, size int64) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
 	max := a.sendPayloadMax()
