@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"dpersona/gateway/dimse"
+	"dpersona/gateway/part10"
+	"dpersona/gateway/pdu"
 	"dpersona/gateway/scu"
 	"dpersona/gateway/store"
 	"dpersona/gateway/ul"
@@ -143,4 +145,55 @@ func TestARTIMAndReadTimeout(t *testing.T) {
 	stalled.Write([]byte{0x04, 0, 0, 0, 0x10, 0}) // a P-DATA-TF header, then nothing
 	expectAbortOrClose(t, stalled)
 	testutil.WaitFor(t, 5*time.Second, "no association left", func() bool { return g.srv.Stats().ActiveAssociations == 0 })
+}
+
+// Shutdown lets an instance that is on the wire finish: it is stored and acknowledged, then the
+// association is aborted and Shutdown returns.
+func TestShutdownFinishesInstanceInFlight(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	file := testutil.Testdata("dicom", "ct2-pydicom", "17136")
+	fh, _ := os.Open(file)
+	meta, _, off, err := part10.ReadFileHeader(fh)
+	fh.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(file)
+	data := raw[off:]
+	c := rawAssociate(t, g.addr, "BUSY", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{meta.TransferSyntaxUID}})
+	defer c.Close()
+	cmd := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 5, AffectedSOPClassUID: meta.MediaStorageSOPClassUID, AffectedSOPInstanceUID: meta.MediaStorageSOPInstanceUID, CommandDataSetType: dimse.DataSetPresent}).Encode()
+	c.Write((&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 1, Command: true, Last: true, Data: cmd}, {ContextID: 1, Data: data[:100]}}}).Encode())
+	testutil.WaitFor(t, 5*time.Second, "the instance to be in progress", func() bool {
+		e, _ := os.ReadDir(g.dataDir + "/incoming")
+		return len(e) == 1
+	})
+	shutdownDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shutdownDone <- g.srv.Shutdown(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-shutdownDone:
+		t.Fatalf("Shutdown returned (%v) while an instance was in flight", err)
+	default:
+	}
+	c.Write((&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 1, Last: true, Data: data[100:]}}}).Encode())
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	v, err := pdu.Read(c, 1<<20)
+	if err != nil {
+		t.Fatalf("no response to the in-flight instance: %v", err)
+	}
+	rsp, err := dimse.Decode(v.(*pdu.PDataTF).PDVs[0].Data)
+	if err != nil || rsp.Status != dimse.StatusSuccess || rsp.MessageIDBeingRespondedTo != 5 {
+		t.Fatalf("in-flight instance answered %v, %v", rsp, err)
+	}
+	if err := <-shutdownDone; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if n := len(storedFiles(t, g.dataDir)); n != 1 {
+		t.Fatalf("stored %d", n)
+	}
 }
