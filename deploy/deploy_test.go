@@ -590,24 +590,14 @@ func serveInvocations(t *testing.T) []serveInvocation {
 	return inv
 }
 
-// pendingServeFlags are flags of the serve contract (issue 6: roles and an external NATS cluster)
-// that the deployment files use before serve implements them. Locally a missing one is reported
-// and tolerated; under CI it fails, because the files would then not start.
-var pendingServeFlags = map[string]bool{"roles": true, "nats-url": true}
-
 func TestServeFlagsInDeployFilesExist(t *testing.T) {
 	invocations := serveInvocations(t)
 	known := flagsOf(t, "serve")
 	for _, inv := range invocations {
 		for name := range serveFlags(inv.args[1:]) {
-			if known[name] {
-				continue
+			if !known[name] {
+				t.Errorf("%s: `dpersona serve` has no flag --%s", inv.where, name)
 			}
-			if pendingServeFlags[name] && !testutil.InCI() {
-				t.Logf("%s: --%s is in the serve contract but not implemented yet", inv.where, name)
-				continue
-			}
-			t.Errorf("%s: `dpersona serve` has no flag --%s", inv.where, name)
 		}
 	}
 }
@@ -1066,8 +1056,7 @@ func TestComposeNATSClusterForms(t *testing.T) {
 
 // TestExampleConfigsStartServe starts the real `serve` with each deployment config file (the
 // example and the Kubernetes ConfigMap's) and waits until it is ready: serve's own loader accepts
-// them. Keys no running role reads are reported by serve; only the routing keys may be among them,
-// and only while the dispatch role is not part of serve.
+// them, and reports no key that no role reads.
 func TestExampleConfigsStartServe(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts the gateway")
@@ -1139,12 +1128,7 @@ func TestExampleConfigsStartServe(t *testing.T) {
 				if json.Unmarshal(sc.Bytes(), &rec) != nil || rec["msg"] != "configuration key not used by any role" {
 					continue
 				}
-				key := str(rec["key"])
-				if (key == "routes" || key == "destinations") && !serveFlagsKnown["roles"] && !testutil.InCI() {
-					t.Logf("%s: %q is read by the dispatch role, not part of serve yet", where, key)
-					continue
-				}
-				t.Errorf("%s: serve does not use the key %q", where, key)
+				t.Errorf("%s: serve does not use the key %q", where, str(rec["key"]))
 			}
 		})
 	}
