@@ -451,6 +451,12 @@ func errorComment(err error) string {
 	for _, kind := range []error{store.ErrMismatch, store.ErrCannotUnderstand, store.ErrOutOfResources} {
 		msg = strings.TrimPrefix(msg, kind.Error()+": ")
 	}
+	// A system error (disk full, I/O error) first, then the step: paths would eat the 64 bytes.
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		step, _, _ := strings.Cut(msg, ":")
+		return fmt.Sprintf("%s (%s)", errno.Error(), step)
+	}
 	return msg
 }
 
