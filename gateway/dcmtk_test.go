@@ -86,6 +86,8 @@ func TestStoreSCUParallel(t *testing.T) {
 			want[inst.SOPInstanceUID] = inst
 		}
 		wg.Add(1)
+		files := dicomFiles(t, testutil.Testdata("dicom", f))
+		testutil.RequireTool(t, "storescu")
 		go func(f string) {
 			defer wg.Done()
 			// -R proposes only the files' own SOP classes (needed for SEG, which is not in
@@ -94,7 +96,7 @@ func TestStoreSCUParallel(t *testing.T) {
 			if !strings.HasPrefix(f, "lidc") {
 				args = append([]string{"-R"}, args...)
 			}
-			out, err := runTool(t, 60*time.Second, "storescu", append(args, dicomFiles(t, testutil.Testdata("dicom", f))...)...)
+			out, err := runTool(t, 60*time.Second, "storescu", append(args, files...)...)
 			if err != nil {
 				errs <- fmt.Sprintf("storescu %s: %v\n%s", f, err, out)
 			}
