@@ -16,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"dpersona/dispatch"
+	"dpersona/gateway/assembly"
 	"dpersona/internal/obs"
 )
 
@@ -235,9 +237,13 @@ func rootCause(err error) error {
 	}
 }
 
-// stateOrder puts the pipeline's states in the order a study passes through them; others follow
-// alphabetically.
-var stateOrder = map[string]int{"receiving": 0, "complete": 1, "queued": 2, "inferring": 3, "exporting": 4, "exported": 5, "done": 6, "failed": 7}
+// stateOrder puts the pipeline's states in the order a study passes through them (the gateway's,
+// then the bus's); unknown ones follow alphabetically.
+var stateOrder = map[string]int{
+	assembly.StateReceiving: 0, assembly.StateComplete: 1,
+	dispatch.StateReceived: 2, dispatch.StateInferring: 3, dispatch.StateExporting: 4,
+	dispatch.StateDone: 5, dispatch.StateFailed: 6,
+}
 
 func printStatus(out io.Writer, st *gatewayStatus) {
 	fmt.Fprintf(out, "gateway     %s", st.base)

@@ -45,6 +45,7 @@ func study(uid, state string, n int) map[string]any {
 func TestStatusSummarisesARunningGateway(t *testing.T) {
 	var natsErr error
 	srv := startGatewayHTTP(t, "tok-123", []map[string]any{
+		study("1.2.4", "failed", 2), study("1.2.5", "zzz-new-state", 1), study("1.2.6", "done", 3),
 		study("1.2.1", "receiving", 4), study("1.2.2", "complete", 10), study("1.2.3", "complete", 6),
 	}, &natsErr)
 
@@ -73,7 +74,8 @@ func TestStatusSummarisesARunningGateway(t *testing.T) {
 		"(version v-status-test)",
 		"readiness   ready",
 		"ok   nats",
-		"studies     3 (20 instances): receiving 1, complete 2",
+		// Pipeline order, then unknown states.
+		"studies     6 (26 instances): receiving 1, complete 2, done 1, failed 1, zzz-new-state 1",
 		fmt.Sprintf("associations %s active, %s accepted", num(obs.AssociationsActive.Value()), num(obs.AssociationsTotal.With(obs.OutcomeAccepted).Value())),
 		fmt.Sprintf("received    %s instances", num(obs.InstancesReceived.Value())),
 		fmt.Sprintf("disk_low %s", num(obs.RejectionsTotal.With(obs.RejectDiskLow).Value())),
