@@ -54,35 +54,34 @@ func (e *STOWExporter) Export(ctx context.Context, files []ExportFile) ([]FileSt
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	status := "HTTP " + strconv.Itoa(resp.StatusCode)
-	switch {
-	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusConflict:
-		// Per-instance verdicts are in the response dataset.
-	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+	if resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		return nil, fmt.Errorf("STOW-RS %s: %s: %s", url, resp.Status, snippet(raw))
-	default:
-		// 400 (bad request), 401/403 (not allowed), 404 (no DICOMweb there), 413, 415: retrying
-		// the same request cannot succeed.
-		return nil, Permanentf("STOW-RS %s: %s: %s", url, resp.Status, snippet(raw))
 	}
+	// 200 (all stored), 202 (some failed), 409 and 400 (some or all failed) carry per-instance
+	// verdicts in the response dataset; a file listed as stored is stored whatever the HTTP status
+	// (Orthanc answers 400 to a request with one unreadable part and still stores the others).
 	stored, failed, perr := parseSTOWResponse(raw)
 	out := make([]FileStatus, len(files))
 	for i, f := range files {
-		switch code, isFailed := failed[f.SOPInstanceUID]; {
+		code, isFailed := failed[f.SOPInstanceUID]
+		switch {
+		case stored[f.SOPInstanceUID]:
+			out[i] = FileStatus{Status: status}
 		case isFailed:
 			err := fmt.Errorf("STOW-RS %s refused %s with failure reason 0x%04X", url, f.SOPInstanceUID, code)
 			if !retryableFailureReason(code) {
 				err = Permanent(err)
 			}
 			out[i] = FileStatus{Status: fmt.Sprintf("%s, 0x%04X", status, code), Err: err}
-		case stored[f.SOPInstanceUID]:
-			out[i] = FileStatus{Status: status}
 		case resp.StatusCode == http.StatusOK && (perr != nil || len(stored) == 0):
-			// A 200 without a parsable per-instance list means everything was stored.
+			// A 200 without a per-instance list means everything was stored.
 			out[i] = FileStatus{Status: status}
-		case resp.StatusCode == http.StatusConflict:
-			out[i] = FileStatus{Status: status, Err: Permanentf("STOW-RS %s: %s for %s: %s", url, resp.Status, f.SOPInstanceUID, snippet(raw))}
-		default:
+		case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted:
 			out[i] = FileStatus{Status: status, Err: fmt.Errorf("STOW-RS %s: %s does not mention %s", url, resp.Status, f.SOPInstanceUID)}
+		default:
+			// 400 (bad request), 401/403 (not allowed), 404 (no DICOMweb there), 409, 413, 415:
+			// sending the same file again cannot succeed.
+			out[i] = FileStatus{Status: status, Err: Permanentf("STOW-RS %s: %s for %s: %s", url, resp.Status, f.SOPInstanceUID, snippet(raw))}
 		}
 	}
 	return out, nil
