@@ -120,6 +120,7 @@ type study struct {
 	complete   bool   // quiet window passed for the current instance set
 	handedOff  string // instance-set key the sink accepted ("" = none)
 	handingOff bool   // a sink attempt is running
+	setKey     string // cached instanceSetKey of the current instances ("" = recompute)
 	attempts   int
 	lastError  string
 	completeAt time.Time
@@ -131,6 +132,14 @@ func (s *study) count() int {
 		n += len(se.instances)
 	}
 	return n
+}
+
+// key returns the instance-set key, recomputed only after the set changed.
+func (s *study) instanceKey() string {
+	if s.setKey == "" {
+		s.setKey = instanceSetKey(s.key.ae, s.key.uid, s.uids())
+	}
+	return s.setKey
 }
 
 func (s *study) uids() []string {
@@ -281,7 +290,7 @@ func (a *Assembler) loadStudy(dir, aeDir, studyUID string, now time.Time) (*stud
 	if n == 0 {
 		return nil, 0, nil
 	}
-	if sf.HandedOffSet != "" && sf.HandedOffSet == instanceSetKey(st.key.ae, studyUID, st.uids()) {
+	if sf.HandedOffSet != "" && sf.HandedOffSet == st.instanceKey() {
 		st.complete = true
 		st.handedOff = sf.HandedOffSet
 		st.completeAt = sf.HandedOffAt
@@ -311,6 +320,9 @@ func (a *Assembler) addLocked(st *study, inst store.StoredInstance) (duplicate b
 	}
 	se.instances[inst.SOPInstanceUID] = StoredInstance{SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID, Path: inst.Path, Size: inst.Size}
 	st.bySOP[inst.SOPInstanceUID] = inst.SeriesInstanceUID
+	if !duplicate {
+		st.setKey = ""
+	}
 	return duplicate, stale
 }
 
@@ -413,7 +425,7 @@ func (a *Assembler) scan(ctx context.Context) {
 			st.completeAt = now
 			a.log.Info("study complete", "called_ae", st.key.ae, "study", st.key.uid, "series", len(st.series), "instances", st.count())
 		}
-		if st.complete && st.handedOff != instanceSetKey(st.key.ae, st.key.uid, st.uids()) {
+		if st.complete && st.handedOff != st.instanceKey() {
 			st.handingOff = true
 			a.wg.Add(1)
 			go a.handOff(ctx, st, a.snapshotLocked(st))
@@ -513,7 +525,7 @@ func (a *Assembler) Studies() []StudyInfo {
 		if st.complete {
 			info.State = StateComplete
 			info.CompletedAt = st.completeAt
-			info.HandedOff = st.handedOff == instanceSetKey(st.key.ae, st.key.uid, st.uids())
+			info.HandedOff = st.handedOff == st.instanceKey()
 		}
 		for _, se := range st.series {
 			info.Series = append(info.Series, SeriesInfo{SeriesInstanceUID: se.uid, Modality: se.modality, Instances: len(se.instances)})

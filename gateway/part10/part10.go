@@ -407,7 +407,8 @@ func ScanInstance(r *bufio.Reader, ts string) (Instance, error) {
 
 // ReadFileHeader reads the meta group and the identifying attributes of a Part-10 stream.
 func ReadFileHeader(r io.Reader) (Meta, Instance, int64, error) {
-	br := bufio.NewReaderSize(r, 32*1024)
+	// Small buffer: the attributes sit in the first kilobytes, and a rebuild reads every file.
+	br := bufio.NewReaderSize(r, 8*1024)
 	m, off, err := ReadMeta(br)
 	if err != nil {
 		return m, Instance{}, off, err
