@@ -304,3 +304,33 @@ func TestPresentationContextPolicy(t *testing.T) {
 	}
 	_ = binary.BigEndian
 }
+
+// Command and data set in one P-DATA-TF (allowed by PS3.8, used by some toolkits): both PDVs are
+// read and the instance is stored.
+func TestCommandAndDataInOnePDU(t *testing.T) {
+	g := startGateway(t, gatewayOptions{})
+	file := testutil.Testdata("dicom", "ct5n-pydicom", "2392")
+	f, _ := os.Open(file)
+	meta, _, off, err := part10.ReadFileHeader(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(file)
+	c := rawAssociate(t, g.addr, "PACKED", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{meta.TransferSyntaxUID}})
+	defer c.Close()
+	cmd := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 3, AffectedSOPClassUID: meta.MediaStorageSOPClassUID, AffectedSOPInstanceUID: meta.MediaStorageSOPInstanceUID, CommandDataSetType: dimse.DataSetPresent}).Encode()
+	c.Write((&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 1, Command: true, Last: true, Data: cmd}, {ContextID: 1, Last: true, Data: raw[off:]}}}).Encode())
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	v, err := pdu.Read(c, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsp, err := dimse.Decode(v.(*pdu.PDataTF).PDVs[0].Data)
+	if err != nil || rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("response %v, %v", rsp, err)
+	}
+	if n := len(storedFiles(t, g.dataDir)); n != 1 {
+		t.Fatalf("stored %d", n)
+	}
+}
