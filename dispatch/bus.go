@@ -94,6 +94,7 @@ type Bus struct {
 	results   jetstream.ObjectStore
 	instances jetstream.ObjectStore
 	obs       Observer
+	cache     stateCache
 }
 
 // OpenBus starts the embedded server (when cfg.URL is empty) and connects to it, or connects to

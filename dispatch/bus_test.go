@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"dpersona/internal/testutil"
 )
 
 // sampleStudy writes n small files under dataDir/studies/AE/study/series and describes them with
@@ -283,5 +285,41 @@ func TestUploadInstancesToObjectStore(t *testing.T) {
 		if string(got) != string(want) {
 			t.Fatalf("object %s differs from the file", in.Object)
 		}
+	}
+}
+
+func TestWatchedStudyStatesFollowTheBucket(t *testing.T) {
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := b.PublishStudyComplete(ctx, sampleStudy(t, data, "AE1", "1.5.1", 2)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { b.WatchStudyStates(ctx); close(done) }()
+	testutil.WaitFor(t, 5*time.Second, "watch ready with the existing study", func() bool {
+		st, ok := b.cachedStates()
+		return ok && len(st) == 1 && st[0].StudyInstanceUID == "1.5.1"
+	})
+	if err := b.PublishStudyComplete(ctx, sampleStudy(t, data, "AE1", "1.5.2", 1)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "new study in the watched states", func() bool {
+		st, _ := b.StudyStates(ctx)
+		return len(st) == 2 && st[1].StudyInstanceUID == "1.5.2"
+	})
+	if err := b.state.Delete(ctx, StudyKey("AE1", "1.5.1")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "deleted study gone", func() bool {
+		st, _ := b.StudyStates(ctx)
+		return len(st) == 1 && st[0].StudyInstanceUID == "1.5.2"
+	})
+	cancel()
+	<-done
+	if _, ok := b.cachedStates(); ok {
+		t.Fatal("cache still claims to be live after the watch stopped")
 	}
 }

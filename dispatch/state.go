@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -212,8 +213,11 @@ func (b *Bus) StudyState(ctx context.Context, calledAE, studyUID string) (*Study
 	return st, nil
 }
 
-// StudyStates lists every study the bus knows, oldest first.
+// StudyStates lists every study the bus knows, oldest first (from the watch when one runs).
 func (b *Bus) StudyStates(ctx context.Context) ([]StudyState, error) {
+	if out, ok := b.cachedStates(); ok {
+		return out, nil
+	}
 	lister, err := b.state.ListKeys(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list study states: %w", err)
@@ -236,4 +240,93 @@ func (b *Bus) StudyStates(ctx context.Context) ([]StudyState, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ReceivedAt.Before(out[j].ReceivedAt) })
 	return out, nil
+}
+
+// stateCache mirrors the state bucket in memory from a KV watch, so listing studies (every GET
+// /api/studies) does not read every key from the server.
+type stateCache struct {
+	mu     sync.RWMutex
+	ready  bool
+	states map[string]StudyState
+}
+
+// WatchStudyStates keeps an in-memory copy of every study state until ctx ends; StudyStates
+// serves from it once the initial values have arrived. It returns when ctx ends, and re-watches
+// after a connection loss.
+func (b *Bus) WatchStudyStates(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := b.watchStates(ctx); err != nil && ctx.Err() == nil {
+			b.log.Debug("study state watch ended; restarting", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	b.cache.mu.Lock()
+	b.cache.ready = false
+	b.cache.mu.Unlock()
+}
+
+func (b *Bus) watchStates(ctx context.Context) error {
+	w, err := b.state.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	fresh := map[string]StudyState{}
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				b.cache.mu.Lock()
+				b.cache.ready = false
+				b.cache.mu.Unlock()
+				return errors.New("watch closed")
+			}
+			if e == nil { // end of the initial values
+				initial = false
+				b.cache.mu.Lock()
+				b.cache.states, b.cache.ready = fresh, true
+				b.cache.mu.Unlock()
+				continue
+			}
+			var st StudyState
+			del := e.Operation() != jetstream.KeyValuePut
+			if !del && json.Unmarshal(e.Value(), &st) != nil {
+				continue
+			}
+			if initial {
+				if !del {
+					fresh[e.Key()] = st
+				}
+				continue
+			}
+			b.cache.mu.Lock()
+			if del {
+				delete(b.cache.states, e.Key())
+			} else {
+				b.cache.states[e.Key()] = st
+			}
+			b.cache.mu.Unlock()
+		}
+	}
+}
+
+// cachedStates returns the watched states, or false when no watch is ready.
+func (b *Bus) cachedStates() ([]StudyState, bool) {
+	b.cache.mu.RLock()
+	defer b.cache.mu.RUnlock()
+	if !b.cache.ready {
+		return nil, false
+	}
+	out := make([]StudyState, 0, len(b.cache.states))
+	for _, st := range b.cache.states {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ReceivedAt.Before(out[j].ReceivedAt) })
+	return out, true
 }

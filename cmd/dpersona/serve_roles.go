@@ -273,6 +273,8 @@ func startRoles(ctx context.Context, env *serveEnv) (func(), error) {
 			c()
 		}
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); bus.WatchStudyStates(rctx) }()
 	mover := false
 	if roles.infer {
 		proc, closeProc, err := openProcessor(routing, log)
