@@ -15,12 +15,13 @@ import (
 // (the bundle was exported from this checkpoint) within 1e-3: same data, same rater order, same
 // noise (torch.randn reproduced), metrics computed independently in Go and in Python.
 func TestEvaluateAgreesWithTrainingCLI(t *testing.T) {
-	data := testutil.SharedData(t, "lidc", "lidc_val.npz")
+	// 16 LIDC-IDRI validation crops with their 4 readers' masks (inference/testdata/README.md).
+	data := filepath.Join(testutil.RepoRoot(), "inference", "testdata", "lidc-val-16.npz")
 	python := requirePython(t, "torch", "numpy", "scipy")
-	const limit = 24
+	const limit = 16
 	checkpoint := filepath.Join(testutil.RepoRoot(), "inference", "testdata", "tiny-stage2.pt")
 	cmd := exec.Command(python, "-m", "training", "evaluate", "--checkpoint", checkpoint, "--data", data,
-		"--limit", "24", "--threads", "1", "--device", "cpu", "--json")
+		"--limit", "16", "--threads", "1", "--device", "cpu", "--json")
 	cmd.Dir = testutil.RepoRoot()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
