@@ -72,10 +72,11 @@ func (p *Policy) calledAEAllowed(ae string) bool {
 	return false
 }
 
-// peerAllowed checks the calling AE and its address against the allow-list.
-func (p *Policy) peerAllowed(callingAE string, remote net.Addr) bool {
+// peerAllowed checks the calling AE and its address against the allow-list; aeKnown tells a
+// known AE calling from an unlisted host apart from an unknown AE.
+func (p *Policy) peerAllowed(callingAE string, remote net.Addr) (allowed, aeKnown bool) {
 	if len(p.Peers) == 0 {
-		return true
+		return true, true
 	}
 	var ip net.IP
 	if tcp, ok := remote.(*net.TCPAddr); ok {
@@ -85,16 +86,17 @@ func (p *Policy) peerAllowed(callingAE string, remote net.Addr) bool {
 		if peer.AETitle != callingAE {
 			continue
 		}
+		aeKnown = true
 		if len(peer.Hosts) == 0 {
-			return true
+			return true, true
 		}
 		for _, h := range peer.Hosts {
 			if hostMatches(h, ip) {
-				return true
+				return true, true
 			}
 		}
 	}
-	return false
+	return false, aeKnown
 }
 
 func hostMatches(pattern string, ip net.IP) bool {
@@ -175,8 +177,14 @@ func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.Presenta
 	if !p.calledAEAllowed(rq.CalledAE) {
 		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCalledAENotRecognized}, "called AE title not served here", obs.RejectCalledAEUnknown
 	}
-	if !p.peerAllowed(rq.CallingAE, remote) {
-		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCallingAENotRecognized}, "calling AE title or host not in the allow-list", obs.RejectCallingAENotAllowed
+	if ok, aeKnown := p.peerAllowed(rq.CallingAE, remote); !ok {
+		// DICOM has no reject reason for a host: "calling AE title not recognized" is the one
+		// peers understand; the log and the metric say which it was.
+		rj := &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCallingAENotRecognized}
+		if aeKnown {
+			return nil, rj, "calling AE title allowed, but not from this host", obs.RejectHostNotAllowed
+		}
+		return nil, rj, "calling AE title not in the allow-list", obs.RejectCallingAENotAllowed
 	}
 	accepted := p.transferSyntaxes()
 	answers := make([]pdu.PresentationContextAC, 0, len(rq.PresentationContexts))

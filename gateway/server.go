@@ -267,9 +267,13 @@ func (s *Server) serveConn(cs *connState) {
 		if reason != "" {
 			attrs = append(attrs, "reason", reason)
 		}
-		if errors.Is(err, ul.ErrRejected) {
+		switch {
+		case errors.Is(err, ul.ErrRejected):
 			s.log.Warn("association rejected", attrs...)
-		} else {
+		case rq == nil && errors.Is(err, io.EOF):
+			// A TCP probe (load balancer, port check) closing without a word: not worth a warning.
+			s.log.Debug("connection closed before A-ASSOCIATE-RQ", "remote", remote.String())
+		default:
 			s.log.Warn("association failed before establishment", attrs...)
 		}
 		return
