@@ -3,6 +3,7 @@ package inference
 import (
 	"fmt"
 	"math"
+	"math/bits"
 )
 
 // The evaluation metrics of D-Persona (docs: /shared/docs/dpersona-model.md, "Metrics"),
@@ -31,28 +32,36 @@ func overlap(a, b []uint8) (inter, sa, sb int) {
 	return
 }
 
-// pairStats caches areas and pairwise intersections of a list of masks.
+// maskSet holds masks as bitsets with their areas, so that the many pairwise intersections
+// of GED and the Dice matrices cost a popcount per 64 pixels.
 type maskSet struct {
-	masks [][]uint8
-	area  []int
+	bits [][]uint64
+	area []int
 }
 
 func newMaskSet(masks [][]uint8) maskSet {
-	s := maskSet{masks: masks, area: make([]int, len(masks))}
+	s := maskSet{bits: make([][]uint64, len(masks)), area: make([]int, len(masks))}
 	for i, m := range masks {
+		b := make([]uint64, (len(m)+63)/64)
+		for j, x := range m {
+			if x != 0 {
+				b[j>>6] |= 1 << uint(j&63)
+			}
+		}
+		s.bits[i] = b
 		n := 0
-		for _, x := range m {
-			n += int(x)
+		for _, w := range b {
+			n += bits.OnesCount64(w)
 		}
 		s.area[i] = n
 	}
 	return s
 }
 
-func intersection(a, b []uint8) int {
+func intersection(a, b []uint64) int {
 	n := 0
-	for i, x := range a {
-		n += int(x & b[i])
+	for i, w := range a {
+		n += bits.OnesCount64(w & b[i])
 	}
 	return n
 }
@@ -75,12 +84,12 @@ func iouDistance(inter, sa, sb int, referenceEmpty bool) float64 {
 // x and y are the same set.
 func meanDistance(x, y maskSet, referenceEmpty bool) float64 {
 	var sum float64
-	for i, a := range x.masks {
-		for j, b := range y.masks {
+	for i, a := range x.bits {
+		for j, b := range y.bits {
 			sum += iouDistance(intersection(a, b), x.area[i], y.area[j], referenceEmpty)
 		}
 	}
-	return sum / float64(len(x.masks)*len(y.masks))
+	return sum / float64(len(x.bits)*len(y.bits))
 }
 
 // GED is the squared generalised energy distance between the rater masks and the predicted
@@ -134,9 +143,9 @@ func DiceSoft(raters [][]uint8, probs [][]float32) float64 {
 func diceMatrix(raters, preds [][]uint8) [][]float64 {
 	l, p := newMaskSet(raters), newMaskSet(preds)
 	d := make([][]float64, len(raters))
-	for i, a := range raters {
+	for i, a := range l.bits {
 		d[i] = make([]float64, len(preds))
-		for j, b := range preds {
+		for j, b := range p.bits {
 			d[i][j] = (2*float64(intersection(a, b)) + diceEps) / (float64(l.area[i]+p.area[j]) + diceEps)
 		}
 	}

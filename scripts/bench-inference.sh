@@ -23,6 +23,10 @@ THREADS=${BENCH_THREADS:-2}
 ITERS=${BENCH_ITERS:-3}
 CONFIGS=${BENCH_CONFIGS:-"reference lite"}
 PYTHON=${PYTHON:-/usr/bin/python3}
+# Neither side busy-waits: onnxruntime's intra-op spinning is off by default in dpersona (--spin
+# turns it on), and PyTorch's OpenMP threads get OMP_WAIT_POLICY=PASSIVE. On a machine shared with
+# other work, spinning OpenMP threads made PyTorch 10x slower here, which would flatter the ratio.
+OMP_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 WORK=var/bench
 BIN=$WORK/dpersona
 mkdir -p "$WORK"
@@ -34,7 +38,7 @@ fi
 go build -o "$BIN" ./cmd/dpersona
 export DPERSONA_ORT_LIB=${DPERSONA_ORT_LIB:-$PWD/third_party/onnxruntime/libonnxruntime.so.1.27.0}
 
-echo "inference bench: $(nproc) CPUs, $THREADS threads each side, $ITERS timed runs per case after one warm-up"
+echo "inference bench: $(nproc) CPUs, $THREADS threads each side (no spinning; torch OMP_WAIT_POLICY=$OMP_POLICY), $ITERS timed runs per case after one warm-up"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 for config in $CONFIGS; do
@@ -45,7 +49,7 @@ for config in $CONFIGS; do
     "$PYTHON" scripts/bench_torch_infer.py make-bundle --config "$config" --out "$bundle" 2>/dev/null
   fi
   "$BIN" models verify "$bundle" --threads "$THREADS" >/dev/null
-  "$PYTHON" scripts/bench_torch_infer.py bench --bundle "$bundle" --threads "$THREADS" \
+  OMP_WAIT_POLICY=$OMP_POLICY "$PYTHON" scripts/bench_torch_infer.py bench --bundle "$bundle" --threads "$THREADS" \
     --samples 10,50 --bank 100,500 --batch 1,8 --iters "$ITERS" > "$WORK/$config.torch.jsonl"
   "$BIN" models bench "$bundle" --threads "$THREADS" --samples 10,50 --bank 100,500 \
     --batches 1,8 --iters "$ITERS" > "$WORK/$config.ort.jsonl"
