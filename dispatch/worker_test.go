@@ -436,3 +436,26 @@ func TestTwoInferenceWorkersShareABurst(t *testing.T) {
 	}
 	t.Logf("burst of %d studies (150 ms each) on two workers: %v, split %v", n, elapsed, byWorker)
 }
+
+// TestStudyWithoutMatchingRouteIsReportedNotDropped: an MR study sent to a CT-only routing ends
+// done with the reason, and the model never runs.
+func TestStudyWithoutMatchingRouteIsReportedNotDropped(t *testing.T) {
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	h := newHarness(t, b, data)
+	proc := newFixtureProcessor("w")
+	h.infer(b, fastInfer(proc, ctRoute()))
+	ev := ct2Study(t, data, "DPERSONA", "2.25.55")
+	ev.Series[0].Modality = "MR"
+	if err := b.PublishStudyComplete(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, b, "DPERSONA", "2.25.55", StateDone, 10*time.Second)
+	if !strings.Contains(st.Reason, "no route matches") || !strings.Contains(st.Reason, "MR") || len(st.Results) != 0 {
+		t.Fatalf("state = %+v", st)
+	}
+	if proc.TotalCalls() != 0 {
+		t.Fatalf("the model ran %d times for an unrouted study", proc.TotalCalls())
+	}
+}
