@@ -459,3 +459,27 @@ func TestStudyWithoutMatchingRouteIsReportedNotDropped(t *testing.T) {
 		t.Fatalf("the model ran %d times for an unrouted study", proc.TotalCalls())
 	}
 }
+
+// TestLongStudyKeepsItsWorkerWithInProgressAcks: a study that takes three times the ack wait is
+// not handed to the second, idle worker: the first keeps it with in-progress acks.
+func TestLongStudyKeepsItsWorkerWithInProgressAcks(t *testing.T) {
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	h := newHarness(t, b, data)
+	proc := newFixtureProcessor("slow")
+	proc.delay = 1800 * time.Millisecond
+	for i := 0; i < 2; i++ {
+		opt := fastInfer(proc, ctRoute())
+		opt.AckWait = 600 * time.Millisecond
+		opt.Name = fmt.Sprintf("w%d", i)
+		h.infer(b, opt)
+	}
+	if err := b.PublishStudyComplete(context.Background(), ct2Study(t, data, "DPERSONA", "2.25.66")); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, b, "DPERSONA", "2.25.66", StateDone, 15*time.Second)
+	if proc.Calls("2.25.66") != 1 || st.Attempts != 1 {
+		t.Fatalf("a study of 3x the ack wait ran %d times (attempts %d): in-progress acks did not hold it", proc.Calls("2.25.66"), st.Attempts)
+	}
+}
