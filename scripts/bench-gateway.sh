@@ -7,7 +7,8 @@
 # The data: the 12 real 0.5 MB LIDC CT slices of testdata/ copied COPIES times with fresh SOP
 # instance UIDs (dcmodify -gin), so the receivers store distinct instances.
 #
-# Environment: COPIES (default 25 -> 300 instances), RUNS (default 3, best run reported),
+# Environment: COPIES (default 25 -> 300 instances), RUNS (default 5 interleaved pairs; best times
+# and the median pairwise ratio are reported),
 # BENCH_DIR (scratch space, default a new directory under /tmp), DPERSONA (binary, default
 # bin/dpersona or a fresh build), STORESCP_ARGS (default "--fork": one process per association,
 # storescp's parallel mode; without it storescp serves associations one after another).
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COPIES=${COPIES:-25}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 STORESCP_ARGS=${STORESCP_ARGS:---fork}
 for tool in storescu storescp dcmodify; do
   command -v "$tool" >/dev/null || { echo "bench-gateway: $tool (dcmtk) is required: run scripts/setup.sh" >&2; exit 1; }
@@ -125,29 +126,33 @@ run_dpersona() {
   echo "$secs"
 }
 
-best() { # best (smallest) of RUNS runs of "$@"
-  local b="" s
-  for _ in $(seq 1 "$RUNS"); do
-    s=$("$@")
-    if [ -z "$b" ] || python3 -c "import sys; sys.exit(0 if $s < $b else 1)"; then b=$s; fi
-  done
-  echo "$b"
-}
-
-echo "bench-gateway: $N instances, $((BYTES / 1000000)) MB, best of $RUNS runs; storescp $STORESCP_ARGS; dpersona fsyncs every instance"
-declare -A SECS
+echo "bench-gateway: $N instances, $((BYTES / 1000000)) MB, $RUNS interleaved runs per receiver; storescp $STORESCP_ARGS; dpersona fsyncs every instance"
+# The runs alternate receivers (s,d), (d,s), ... so that a change in the machine's load hits both;
+# each pair gives one ratio, and the median ratio is reported next to the best times.
+RESULTS=()
 for assocs in 1 8; do
-  SECS[storescp,$assocs]=$(best run_storescp "$assocs")
-  SECS[dpersona,$assocs]=$(best run_dpersona "$assocs")
+  for run in $(seq 1 "$RUNS"); do
+    if [ $((run % 2)) -eq 1 ]; then
+      s=$(run_storescp "$assocs"); d=$(run_dpersona "$assocs")
+    else
+      d=$(run_dpersona "$assocs"); s=$(run_storescp "$assocs")
+    fi
+    RESULTS+=("$assocs $s $d")
+  done
 done
 
-python3 - "$N" "$BYTES" "${SECS[storescp,1]}" "${SECS[dpersona,1]}" "${SECS[storescp,8]}" "${SECS[dpersona,8]}" <<'EOF'
-import sys
+python3 - "$N" "$BYTES" "${RESULTS[@]}" <<'PY'
+import statistics, sys
 n, b = int(sys.argv[1]), int(sys.argv[2])
-s1, d1, s8, d8 = map(float, sys.argv[3:7])
-print(f"{'associations':>12} {'receiver':>10} {'seconds':>8} {'inst/s':>8} {'MB/s':>8}")
-for assocs, s, d in ((1, s1, d1), (8, s8, d8)):
-    for name, t in (("storescp", s), ("dpersona", d)):
-        print(f"{assocs:>12} {name:>10} {t:>8.2f} {n/t:>8.0f} {b/1e6/t:>8.1f}")
-    print(f"{'':>12} {'ratio':>10} {'':>8} {s/d:>7.2f}x  (dpersona / storescp throughput)")
-EOF
+runs = {}
+for r in sys.argv[3:]:
+    a, s, d = r.split()
+    runs.setdefault(int(a), []).append((float(s), float(d)))
+print(f"{'associations':>12} {'receiver':>10} {'best s':>8} {'inst/s':>8} {'MB/s':>8}")
+for a, pairs in sorted(runs.items()):
+    for name, t in (("storescp", min(p[0] for p in pairs)), ("dpersona", min(p[1] for p in pairs))):
+        print(f"{a:>12} {name:>10} {t:>8.2f} {n/t:>8.0f} {b/1e6/t:>8.1f}")
+    ratios = [s / d for s, d in pairs]
+    print(f"{'':>12} {'ratio':>10} best {min(p[0] for p in pairs)/min(p[1] for p in pairs):.2f}x, median of {len(ratios)} pairs {statistics.median(ratios):.2f}x "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f}) dpersona / storescp throughput")
+PY
