@@ -158,16 +158,27 @@ func shortenDuplicateWindow(t testing.TB, b *Bus, stream string) {
 }
 
 func TestOrthancDownDuringDispatchDeliveredExactlyOnceAfterRestart(t *testing.T) {
+	for _, kind := range []string{KindSTOW, KindDICOM} {
+		t.Run(kind, func(t *testing.T) { orthancDownThenBack(t, kind) })
+	}
+}
+
+func orthancDownThenBack(t *testing.T, kind string) {
 	orthanc := testutil.StartOrthanc(t, testutil.OrthancOptions{})
 	data := t.TempDir()
 	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
 	defer b.Close()
 	h := newHarness(t, b, data)
 	dest := orthancSTOW(orthanc)
+	var inner Exporter = &STOWExporter{URL: dest.URL}
+	if kind == KindDICOM {
+		dest = Destination{Name: "orthanc-web", Kind: KindDICOM, AETitle: orthanc.AET, Host: "127.0.0.1", Port: orthanc.DICOMPort}
+		inner = NewCStoreExporter(dest, "DPERSONA")
+	}
 	routing := ctRoute(dest.Name)
 	routing.Destinations = []Destination{dest}
 	h.infer(b, fastInfer(newFixtureProcessor("w1"), routing))
-	exp := &countingExporter{inner: &STOWExporter{URL: dest.URL}, stored: map[string]int{}}
+	exp := &countingExporter{inner: inner, stored: map[string]int{}}
 	h.export(b, fastExport(dest, exp))
 
 	orthanc.Stop()
