@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -127,6 +128,8 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 		mu.Unlock()
 	}
 	start := time.Now()
+	// The live line rewrites itself with \r: only on a terminal; logs get the summary only.
+	interactive := isTerminal(stderr)
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	go func() {
@@ -138,7 +141,9 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 			case <-stopProgress:
 				return
 			case <-t.C:
-				printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start))
+				if interactive {
+					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start))
+				}
 			}
 		}
 	}()
@@ -161,8 +166,10 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 	close(stopProgress)
 	<-progressDone
 	elapsed := time.Since(start)
-	printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, elapsed)
-	fmt.Fprintln(stderr)
+	if interactive {
+		printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, elapsed)
+		fmt.Fprintln(stderr)
+	}
 	ok := len(files) - len(failures)
 	fmt.Fprintf(stdout, "sent %d of %d instances (%.1f MB) to %s in %v over %d association(s): %.1f instances/s, %.1f MB/s; %d failed, %d non-DICOM files skipped\n",
 		ok, len(files), float64(sentBytes.Load())/1e6, opts.to, elapsed.Round(time.Millisecond), n,
@@ -175,6 +182,15 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 		return fmt.Errorf("%d of %d instances were not stored", len(failures), len(files))
 	}
 	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func printProgress(w io.Writer, done, total, bytes, totalBytes int64, elapsed time.Duration) {
