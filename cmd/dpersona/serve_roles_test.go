@@ -308,3 +308,16 @@ func TestServeRolesInSeparateProcesses(t *testing.T) {
 		t.Fatalf("dead letters = %+v", dls)
 	}
 }
+
+func TestParseRoles(t *testing.T) {
+	r, err := parseRoles([]string{"ingest", " Infer "})
+	if err != nil || !r.ingest || !r.infer || r.dispatch {
+		t.Fatalf("ingest,infer = %+v, %v", r, err)
+	}
+	if _, err := parseRoles([]string{"ingest", "export"}); err == nil || !strings.Contains(err.Error(), `unknown role "export"`) {
+		t.Fatalf("unknown role: %v", err)
+	}
+	if _, err := parseRoles([]string{""}); err == nil || !strings.Contains(err.Error(), "no role") {
+		t.Fatalf("no role: %v", err)
+	}
+}
