@@ -128,8 +128,9 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 		mu.Unlock()
 	}
 	start := time.Now()
-	// The live line rewrites itself with \r: only on a terminal; logs get the summary only.
+	// The live line rewrites itself with \r on a terminal; elsewhere (logs) a line every 5 s.
 	interactive := isTerminal(stderr)
+	lastLine := time.Now()
 	stopProgress := make(chan struct{})
 	progressDone := make(chan struct{})
 	go func() {
@@ -140,9 +141,14 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 			select {
 			case <-stopProgress:
 				return
-			case <-t.C:
-				if interactive {
+			case now := <-t.C:
+				switch {
+				case interactive:
 					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start))
+				case now.Sub(lastLine) >= 5*time.Second:
+					lastLine = now
+					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start))
+					fmt.Fprintln(stderr)
 				}
 			}
 		}
