@@ -144,11 +144,10 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 			case now := <-t.C:
 				switch {
 				case interactive:
-					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start))
+					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start), "\r", "")
 				case now.Sub(lastLine) >= 5*time.Second:
 					lastLine = now
-					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start))
-					fmt.Fprintln(stderr)
+					printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, time.Since(start), "", "\n")
 				}
 			}
 		}
@@ -173,8 +172,7 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 	<-progressDone
 	elapsed := time.Since(start)
 	if interactive {
-		printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, elapsed)
-		fmt.Fprintln(stderr)
+		printProgress(stderr, done.Load(), int64(len(files)), sentBytes.Load(), total, elapsed, "\r", "\n")
 	}
 	ok := len(files) - len(failures)
 	fmt.Fprintf(stdout, "sent %d of %d instances (%.1f MB) to %s in %v over %d association(s): %.1f instances/s, %.1f MB/s; %d failed, %d non-DICOM files skipped\n",
@@ -199,12 +197,12 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func printProgress(w io.Writer, done, total, bytes, totalBytes int64, elapsed time.Duration) {
+func printProgress(w io.Writer, done, total, bytes, totalBytes int64, elapsed time.Duration, lead, end string) {
 	rate := 0.0
 	if s := elapsed.Seconds(); s > 0 {
 		rate = float64(bytes) / 1e6 / s
 	}
-	fmt.Fprintf(w, "\rsending: %d/%d instances, %.1f/%.1f MB, %.1f MB/s ", done, total, float64(bytes)/1e6, float64(totalBytes)/1e6, rate)
+	fmt.Fprintf(w, "%ssending: %d/%d instances, %.1f/%.1f MB, %.1f MB/s %s", lead, done, total, float64(bytes)/1e6, float64(totalBytes)/1e6, rate, end)
 }
 
 // sendGroup sends files over as few associations as their presentation contexts need (at most
