@@ -7,7 +7,9 @@
 #      random weights (cost does not depend on the weight values), exports it to ONNX and keeps the
 #      same weights as weights.pt (cached under var/bench/<config>/);
 #   2. PyTorch eager times DPersona.serve, then `dpersona models bench` times the ONNX graph,
-#      each for S in {10, 50}, K in {100, 500}, batch in {1, 8} (one slice = one 128x128 input);
+#      each for S in {10, 50}, K in {100, 500}, batch in {1, 8} (one slice = one 128x128 input),
+#      one warm-up and BENCH_ITERS timed calls per case; both report the fastest call (the one
+#      least disturbed by other work on a shared machine) and the mean;
 #   3. one line per combination: ms per slice and slices/s of both, and `speedup <ratio>x`.
 # Then an end-to-end figure: `dpersona infer` on a 28-slice 512x512 CT series (decode, tile, infer
 # both stages, blend, encode three SEGs), built from the 7 real LIDC-IDRI slices of
@@ -59,7 +61,8 @@ config, torch_path, ort_path = sys.argv[1:]
 key = lambda r: (r["samples"], r["bank"], r["batch"])
 torch_rows = {key(r): r for r in map(json.loads, open(torch_path))}
 ort_rows = {key(r): r for r in map(json.loads, open(ort_path))}
-print(f"--- {config}: both stages per 128x128 slice (PyTorch eager vs Go+onnxruntime)")
+print(f"--- {config}: both stages per 128x128 slice, fastest of {next(iter(ort_rows.values()))['iters']} runs "
+      f"(PyTorch eager vs Go+onnxruntime)")
 print(f"{'S':>3} {'K':>4} {'batch':>5} | {'torch ms/slice':>14} {'slices/s':>9} | {'ort ms/slice':>12} {'slices/s':>9} | speedup")
 ratios = []
 for k in sorted(ort_rows):
