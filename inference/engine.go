@@ -358,9 +358,17 @@ func (e *Engine) Run(ctx context.Context, image []float32, n int, epsSamples []f
 	}
 	defer func() { e.pool <- gs }()
 	gs.run.UnsetTerminate()
-	stop := context.AfterFunc(ctx, func() { gs.run.Terminate() })
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		gs.run.Terminate()
+		close(terminated)
+	})
 	err = gs.s.RunWithOptions(tensors[:3], tensors[3:], gs.run)
-	stop()
+	if !stop() {
+		// The terminate call has started: let it finish before the session goes back to the
+		// pool, or it could cancel the next caller's run.
+		<-terminated
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return fail(ctx.Err())

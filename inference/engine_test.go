@@ -453,3 +453,21 @@ onnx.save(m, sys.argv[1] + "/dpersona.onnx")
 		t.Fatalf("NaN output: %v", err)
 	}
 }
+
+// A cancelled context stops a run and leaves the session usable for the next caller.
+func TestRunCancellation(t *testing.T) {
+	e := newTinyEngine(t, EngineOptions{})
+	img := make([]float32, 4*128*128)
+	noise := StudyNoise("1.2.3", 0, 50, 500, 6)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := e.Predict(ctx, img, 4, noise); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled predict: %v", err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go cancel2()
+	e.Predict(ctx2, img, 4, noise) // may or may not be cut short
+	if _, err := e.Predict(context.Background(), img[:128*128], 1, StudyNoise("1.2.3", 0, 2, 3, 6)); err != nil {
+		t.Fatalf("the session is unusable after a cancelled run: %v", err)
+	}
+}
