@@ -43,8 +43,8 @@ type EngineOptions struct {
 	// Spin lets idle intra-op threads busy-wait for work (onnxruntime's default). It lowers
 	// latency on an otherwise idle machine but burns cores that other work on a shared machine
 	// (the gateway, NATS, a second session) needs, so it is off unless asked for.
-	Spin bool
-	Logger    *slog.Logger
+	Spin   bool
+	Logger *slog.Logger
 }
 
 // Engine serves both D-Persona stages of one bundle from a pool of onnxruntime sessions. It is
