@@ -8,6 +8,8 @@
 #   FUZZ_PKGS=./...   which packages to search for targets
 #   FUZZ_MATCH=.      only targets whose name matches this regular expression (grep -E)
 #   FUZZ_WORKERS=     fuzzing processes per target (go test -parallel; default GOMAXPROCS)
+#   FUZZ_MINIMIZE=200x  -fuzzminimizetime: bounded, because minimising every new interesting input
+#                     for the default 60 s each otherwise eats most of a short budget
 #
 # Exits non-zero when a target found a failure (all targets still run) or when no target exists.
 set -euo pipefail
@@ -17,6 +19,7 @@ FUZZ_TIME=${FUZZ_TIME:-60s}
 FUZZ_PKGS=${FUZZ_PKGS:-./...}
 FUZZ_MATCH=${FUZZ_MATCH:-.}
 FUZZ_WORKERS=${FUZZ_WORKERS:-}
+FUZZ_MINIMIZE=${FUZZ_MINIMIZE:-200x}
 GO=${GO:-go}
 
 # `go test -list` prints the matching names of each package, then "ok <pkg> <time>" for it.
@@ -58,7 +61,7 @@ for t in "${targets[@]}"; do
   name=${t#* }
   echo "=== $pkg $name"
   # -run '^$' skips the ordinary tests; the target's seed corpus runs before fuzzing starts.
-  if ! $GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZ_TIME" "${parallel[@]+"${parallel[@]}"}" "$pkg"; then
+  if ! $GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZ_TIME" -fuzzminimizetime "$FUZZ_MINIMIZE" "${parallel[@]+"${parallel[@]}"}" "$pkg"; then
     failed+=("$pkg $name")
   fi
 done
