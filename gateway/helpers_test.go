@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"dpersona/gateway/assembly"
 	"dpersona/gateway/store"
 	"dpersona/gateway/ul"
+	"dpersona/internal/obs"
 	"dpersona/internal/testutil"
 )
 
@@ -84,6 +86,9 @@ type gatewayOptions struct {
 	sink     *recordingSink
 	ul       ul.Config
 	minFree  uint64
+	// maxInstance is the instance size limit (0 = none); tls serves DICOM TLS instead of TCP.
+	maxInstance int64
+	tls         *tls.Config
 }
 
 func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
@@ -101,7 +106,7 @@ func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
 		opt.sink = &recordingSink{}
 	}
 	logs := &logBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := obs.NewLogger(logs, slog.LevelDebug) // the production logger: JSON, correlation ids
 	st, err := store.Open(opt.dataDir, store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +115,7 @@ func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger, UL: opt.ul, MinFreeBytes: opt.minFree}, st, asm)
+	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger, UL: opt.ul, MinFreeBytes: opt.minFree, MaxInstanceBytes: opt.maxInstance}, st, asm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +126,11 @@ func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	g := &testGateway{srv: srv, asm: asm, store: st, sink: opt.sink, addr: l.Addr().String(), port: l.Addr().(*net.TCPAddr).Port, dataDir: opt.dataDir, logs: logs, cancel: cancel, done: make(chan struct{})}
 	go func() { asm.Run(ctx); close(g.done) }()
-	go srv.Serve(l)
+	if opt.tls != nil {
+		go srv.ServeTLS(l, opt.tls)
+	} else {
+		go srv.Serve(l)
+	}
 	t.Cleanup(func() { g.stop(t) })
 	return g
 }

@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,9 +43,13 @@ type Config struct {
 	MaxAssociations int
 	// UL holds the upper-layer limits and timeouts (max PDU, ARTIM, read, idle, write).
 	UL ul.Config
-	// MinFreeBytes refuses C-STORE with "out of resources" (0xA700) while the data directory's
-	// file system has less free space, so a filling disk fails cleanly before writes do.
+	// MinFreeBytes: while the data directory's file system has less free space, new
+	// associations are rejected (A-ASSOCIATE-RJ transient, local limit exceeded) and C-STOREs on
+	// open ones get "out of resources" (0xA700), so a filling disk fails cleanly before writes do.
 	MinFreeBytes uint64
+	// MaxInstanceBytes refuses a C-STORE data set longer than this with "out of resources"
+	// (0xA700): the rest of the data set is read and dropped, nothing is stored. 0 = no limit.
+	MaxInstanceBytes int64
 	Logger       *slog.Logger
 }
 
@@ -75,7 +80,8 @@ type Server struct {
 }
 
 type connState struct {
-	conn  net.Conn
+	conn  net.Conn // the TCP connection (closed to end the association before it is established)
+	tls   *tls.Config
 	assoc *ul.Association
 	busy  bool // inside a DIMSE operation: Shutdown waits for it
 }
@@ -122,7 +128,20 @@ func (s *Server) ListenAndServe(addr string) error {
 
 // Serve accepts associations on l until Shutdown; it always returns a non-nil error
 // (ErrServerClosed after Shutdown).
-func (s *Server) Serve(l net.Listener) error {
+func (s *Server) Serve(l net.Listener) error { return s.serve(l, nil) }
+
+// ServeTLS is Serve for DICOM over TLS (PS3.15 annex B.1): every connection first completes a TLS
+// handshake (bounded by ARTIM) with cfg, e.g. from ServerTLSConfig. A failed handshake (no or an
+// untrusted client certificate when cfg requires one, a plain-TCP peer) closes the connection and
+// counts as rejection reason obs.RejectTLSHandshake.
+func (s *Server) ServeTLS(l net.Listener, cfg *tls.Config) error {
+	if cfg == nil {
+		return errors.New("gateway: ServeTLS needs a TLS configuration")
+	}
+	return s.serve(l, cfg)
+}
+
+func (s *Server) serve(l net.Listener, tlsCfg *tls.Config) error {
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -156,7 +175,7 @@ func (s *Server) Serve(l net.Listener) error {
 		if tcp, ok := conn.(*net.TCPConn); ok {
 			tcp.SetNoDelay(true)
 		}
-		cs := &connState{conn: conn, busy: true}
+		cs := &connState{conn: conn, tls: tlsCfg, busy: true}
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
@@ -239,14 +258,40 @@ func (s *Server) serveConn(cs *connState) {
 		return
 	}
 	remote := cs.conn.RemoteAddr()
+	// One correlation id per association, on every line logged about it.
+	log := s.log.With(obs.Correlation(obs.NewCorrelationID()))
+	conn := cs.conn
+	if cs.tls != nil {
+		tconn, err := s.handshake(cs)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				log.Debug("connection closed before the TLS handshake", "remote", remote.String())
+			} else {
+				obs.RejectionsTotal.With(obs.RejectTLSHandshake).Inc()
+				log.Warn("TLS handshake failed; connection closed", "remote", remote.String(), "err", err)
+			}
+			cs.conn.Close()
+			return
+		}
+		conn = tconn
+	}
 	var reason, metricReason string
-	assoc, rq, err := ul.Accept(cs.conn, s.cfg.UL, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {
+	assoc, rq, err := ul.Accept(conn, s.cfg.UL, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {
 		if overLimit {
 			reason = fmt.Sprintf("limit of %d concurrent associations reached", s.cfg.MaxAssociations)
 			metricReason = obs.RejectTooManyAssociations
 			return nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
 		}
 		answers, rj, why, mr := s.cfg.Policy.negotiate(rq, remote)
+		if rj == nil {
+			if free, low := s.diskLow(); low {
+				// "Out of resources" at association level: transient, so the sender retries later
+				// instead of pushing instances that would all fail.
+				why = fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, s.cfg.MinFreeBytes>>20)
+				mr = obs.RejectDiskLow
+				answers, rj = nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
+			}
+		}
 		reason, metricReason = why, mr
 		return answers, rj
 	})
@@ -254,6 +299,8 @@ func (s *Server) serveConn(cs *connState) {
 		switch {
 		case metricReason != "":
 			obs.RejectionsTotal.With(metricReason).Inc()
+		case errors.Is(err, ul.ErrPDUTooLarge):
+			obs.RejectionsTotal.With(obs.RejectPDUTooLarge).Inc()
 		case errors.Is(err, ul.ErrProtocol):
 			obs.RejectionsTotal.With(obs.RejectProtocolError).Inc()
 		}
@@ -269,12 +316,12 @@ func (s *Server) serveConn(cs *connState) {
 		}
 		switch {
 		case errors.Is(err, ul.ErrRejected):
-			s.log.Warn("association rejected", attrs...)
+			log.Warn("association rejected", attrs...)
 		case rq == nil && errors.Is(err, io.EOF):
 			// A TCP probe (load balancer, port check) closing without a word: not worth a warning.
-			s.log.Debug("connection closed before A-ASSOCIATE-RQ", "remote", remote.String())
+			log.Debug("connection closed before A-ASSOCIATE-RQ", "remote", remote.String())
 		default:
-			s.log.Warn("association failed before establishment", attrs...)
+			log.Warn("association failed before establishment", attrs...)
 		}
 		return
 	}
@@ -294,24 +341,27 @@ func (s *Server) serveConn(cs *connState) {
 		obs.RejectionsTotal.With(obs.RejectNoPresentationCtx).Inc()
 	}
 	start := time.Now()
-	s.log.Info("association accepted", "remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
-		"contexts_proposed", len(rq.PresentationContexts), "contexts_accepted", accepted, "peer_max_pdu", assoc.PeerMaxPDULength)
-	sess := &session{s: s, assoc: assoc}
+	log.Info("association accepted", "remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
+		"contexts_proposed", len(rq.PresentationContexts), "contexts_accepted", accepted, "peer_max_pdu", assoc.PeerMaxPDULength, "tls", cs.tls != nil)
+	sess := &session{s: s, assoc: assoc, log: log}
 	err = sess.run(cs)
 	attrs := []any{"remote", remote.String(), "calling_ae", assoc.CallingAE, "called_ae", assoc.CalledAE,
 		"stored", sess.stored, "failed", sess.failed, "bytes", sess.bytes, "duration_ms", time.Since(start).Milliseconds()}
 	switch {
 	case err == nil:
-		s.log.Info("association released", attrs...)
+		log.Info("association released", attrs...)
 	case errors.Is(err, ul.ErrPeerAborted):
-		s.log.Warn("association aborted by peer", attrs...)
+		log.Warn("association aborted by peer", attrs...)
 	case errors.Is(err, errShutdown):
-		s.log.Info("association aborted for shutdown", attrs...)
+		log.Info("association aborted for shutdown", attrs...)
 	default:
-		if errors.Is(err, ul.ErrProtocol) || errors.Is(err, dimse.ErrMalformed) {
+		switch {
+		case errors.Is(err, ul.ErrPDUTooLarge):
+			obs.RejectionsTotal.With(obs.RejectPDUTooLarge).Inc()
+		case errors.Is(err, ul.ErrProtocol) || errors.Is(err, dimse.ErrMalformed):
 			obs.RejectionsTotal.With(obs.RejectProtocolError).Inc()
 		}
-		s.log.Warn("association ended abnormally", append(attrs, "err", err)...)
+		log.Warn("association ended abnormally", append(attrs, "err", err)...)
 	}
 }
 
@@ -319,6 +369,7 @@ func (s *Server) serveConn(cs *connState) {
 type session struct {
 	s              *Server
 	assoc          *ul.Association
+	log            *slog.Logger // carries the association's correlation id
 	stored, failed int
 	bytes          int64
 }
@@ -370,7 +421,7 @@ func (x *session) run(cs *connState) error {
 					return err
 				}
 			}
-			x.s.log.Warn("unsupported DIMSE operation", "command_field", fmt.Sprintf("0x%04x", cmd.CommandField), "calling_ae", x.assoc.CallingAE)
+			x.log.Warn("unsupported DIMSE operation", "command_field", fmt.Sprintf("0x%04x", cmd.CommandField), "calling_ae", x.assoc.CallingAE)
 			if err := x.respond(pcID, cmd, cmd.CommandField|0x8000, dimse.StatusUnrecognizedOperation, "only C-ECHO and C-STORE are served"); err != nil {
 				return err
 			}
@@ -390,7 +441,7 @@ func (x *session) respond(pcID byte, rq *dimse.Command, field, status uint16, co
 // store receives one C-STORE data set into the store and answers with the outcome. It returns an
 // error only when the association cannot go on.
 func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Command) error {
-	log := x.s.log
+	log := x.log
 	if !cmd.HasDataSet() {
 		x.failed++
 		x.s.failed.Add(1)
@@ -418,10 +469,21 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 	if err != nil {
 		return reject(statusFor(err), errorComment(err))
 	}
-	if _, err := io.Copy(pending, data); err != nil {
+	src := data
+	var limited *io.LimitedReader
+	if limit := x.s.cfg.MaxInstanceBytes; limit > 0 {
+		limited = &io.LimitedReader{R: data, N: limit + 1} // one byte more tells "too large"
+		src = limited
+	}
+	if _, err := io.Copy(pending, src); err != nil {
 		pending.Discard()
 		log.Warn("association dropped during a data set; partial instance discarded", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "err", err)
 		return err
+	}
+	if limited != nil && limited.N == 0 {
+		pending.Discard()
+		obs.RejectionsTotal.With(obs.RejectInstanceTooLarge).Inc()
+		return reject(dimse.StatusOutOfResources, fmt.Sprintf("data set larger than the instance size limit of %d bytes", x.s.cfg.MaxInstanceBytes))
 	}
 	inst, err := pending.Commit()
 	if err != nil {
@@ -492,4 +554,19 @@ func statusFor(err error) uint16 {
 		return dimse.StatusOutOfResources
 	}
 	return dimse.StatusOutOfResources + 1 // 0xA701: other local resource failure
+}
+
+// handshake runs the server side of the TLS handshake on a new connection within ARTIM.
+func (s *Server) handshake(cs *connState) (*tls.Conn, error) {
+	artim := s.cfg.UL.ARTIM
+	if artim <= 0 {
+		artim = ul.DefaultConfig().ARTIM
+	}
+	tconn := tls.Server(cs.conn, cs.tls)
+	ctx, cancel := context.WithTimeout(context.Background(), artim)
+	defer cancel()
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tconn, nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"dpersona/gateway/store"
+	"dpersona/internal/obs"
 )
 
 // StudySink receives completed studies. It returns nil only once the study is durably accepted
@@ -242,7 +243,7 @@ func (a *Assembler) loadStudy(dir, aeDir, studyUID string, now time.Time) (*stud
 	var sf stateFile
 	if b, err := os.ReadFile(filepath.Join(dir, stateFileName)); err == nil {
 		if err := json.Unmarshal(b, &sf); err != nil {
-			a.log.Warn("ignoring unreadable study state; the study will be handed off again", "dir", dir, "err", err)
+			a.log.Warn("ignoring unreadable study state; the study will be handed off again", "dir", dir, "err", err, obs.Correlation(obs.StudyCorrelationID(sf.CalledAE, studyUID)))
 			sf = stateFile{}
 		}
 	}
@@ -346,11 +347,11 @@ func (a *Assembler) Add(calledAE, callingAE string, inst store.StoredInstance) {
 	a.mu.Unlock()
 	if stale != "" && stale != inst.Path {
 		if err := a.cfg.Store.Remove(stale); err != nil {
-			a.log.Error("removing the old copy of a re-sent instance", "path", stale, "err", err)
+			a.log.Error("removing the old copy of a re-sent instance", "path", stale, "err", err, obs.Correlation(obs.StudyCorrelationID(calledAE, inst.StudyInstanceUID)))
 		}
 	}
 	if isNew {
-		a.log.Info("study receiving", "called_ae", calledAE, "calling_ae", callingAE, "study", inst.StudyInstanceUID)
+		a.log.Info("study receiving", "called_ae", calledAE, "calling_ae", callingAE, "study", inst.StudyInstanceUID, obs.Correlation(obs.StudyCorrelationID(calledAE, inst.StudyInstanceUID)))
 		// Record the called AE as sent (the directory name is sanitised) for a later rebuild.
 		a.writeState(st.dir, stateFile{CalledAE: calledAE, CallingAE: callingAE, StudyInstanceUID: inst.StudyInstanceUID})
 	}
@@ -423,7 +424,7 @@ func (a *Assembler) scan(ctx context.Context) {
 		if !st.complete && now.Sub(st.lastChange) >= a.cfg.QuietWindow {
 			st.complete = true
 			st.completeAt = now
-			a.log.Info("study complete", "called_ae", st.key.ae, "study", st.key.uid, "series", len(st.series), "instances", st.count())
+			a.log.Info("study complete", "called_ae", st.key.ae, "study", st.key.uid, "series", len(st.series), "instances", st.count(), obs.Correlation(obs.StudyCorrelationID(st.key.ae, st.key.uid)))
 		}
 		if st.complete && st.handedOff != st.instanceKey() {
 			st.handingOff = true
@@ -464,9 +465,9 @@ func (a *Assembler) handOff(ctx context.Context, st *study, cs CompletedStudy) {
 			if werr := a.writeState(cs.Dir, stateFile{CalledAE: cs.CalledAE, CallingAE: cs.CallingAE, StudyInstanceUID: cs.StudyInstanceUID, HandedOffSet: key, HandedOffCount: n, HandedOffAt: time.Now().UTC()}); werr != nil {
 				// Not fatal: after a restart the study is simply handed off again (deduplicated
 				// downstream by its instance-set key).
-				a.log.Warn("recording hand-off", "study", cs.StudyInstanceUID, "err", werr)
+				a.log.Warn("recording hand-off", "study", cs.StudyInstanceUID, "err", werr, obs.Correlation(obs.StudyCorrelationID(cs.CalledAE, cs.StudyInstanceUID)))
 			}
-			a.log.Info("study handed off", "called_ae", cs.CalledAE, "study", cs.StudyInstanceUID, "instances", n)
+			a.log.Info("study handed off", "called_ae", cs.CalledAE, "study", cs.StudyInstanceUID, "instances", n, obs.Correlation(obs.StudyCorrelationID(cs.CalledAE, cs.StudyInstanceUID)))
 			a.mu.Lock()
 			st.handingOff = false
 			a.mu.Unlock()
@@ -482,7 +483,7 @@ func (a *Assembler) handOff(ctx context.Context, st *study, cs CompletedStudy) {
 			a.mu.Unlock()
 			return // new instances arrived: the next completion hands off the larger set
 		}
-		a.log.Warn("study hand-off failed; retrying", "study", cs.StudyInstanceUID, "err", err, "retry_in", delay)
+		a.log.Warn("study hand-off failed; retrying", "study", cs.StudyInstanceUID, "err", err, "retry_in", delay, obs.Correlation(obs.StudyCorrelationID(cs.CalledAE, cs.StudyInstanceUID)))
 		select {
 		case <-ctx.Done():
 			a.mu.Lock()

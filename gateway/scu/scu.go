@@ -11,6 +11,8 @@ package scu
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,39 @@ type Options struct {
 	// ResponseTimeout bounds the wait for each DIMSE response (default 60s).
 	ResponseTimeout time.Duration
 	UL              ul.Config
+	// TLS, when set, runs the association over TLS (DICOM TLS, e.g. from ClientTLSConfig); the
+	// handshake is bounded by UL.ARTIM.
+	TLS *tls.Config
+}
+
+// ClientTLSConfig builds a TLS 1.2+ client configuration: the server's certificate is verified
+// against the CAs in caFile (the system roots when empty) for serverName (the host of the address
+// when empty); certFile and keyFile, when set, are the client certificate a server that verifies
+// clients asks for.
+func ClientTLSConfig(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("scu: CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("scu: CA file %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("scu: a TLS client certificate needs both the certificate and the key file")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("scu: TLS client certificate %s / key %s: %w", certFile, keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 // Proposal is one presentation context to propose.
@@ -151,6 +186,23 @@ func Dial(ctx context.Context, addr string, opt Options, proposals []Proposal) (
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if opt.TLS != nil {
+		cfg := opt.TLS
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			host, _, _ := net.SplitHostPort(addr)
+			cfg.ServerName = host
+		}
+		tconn := tls.Client(conn, cfg)
+		hctx, cancel := context.WithTimeout(ctx, opt.UL.ARTIM)
+		err := tconn.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("scu: TLS handshake with %s: %w", addr, err)
+		}
+		conn = tconn
+	}
 	rq := &pdu.AssociateRQ{CalledAE: opt.CalledAE, CallingAE: opt.CallingAE, ApplicationContext: pdu.ApplicationContextName}
 	for i, p := range proposals {
 		rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: byte(2*i + 1), AbstractSyntax: p.AbstractSyntax, TransferSyntaxes: p.TransferSyntaxes})

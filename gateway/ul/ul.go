@@ -97,6 +97,9 @@ var (
 	ErrProtocol = errors.New("protocol violation")
 	// ErrRejected wraps an A-ASSOCIATE-RJ (use errors.As with *pdu.AssociateRJ for details).
 	ErrRejected = errors.New("association rejected")
+	// ErrPDUTooLarge is wrapped (with ErrProtocol) when a P-DATA-TF exceeds the advertised
+	// maximum, so that the limit can be counted apart from other violations.
+	ErrPDUTooLarge = errors.New("PDU exceeds the maximum length")
 )
 
 // PresentationContext is a negotiated context.
@@ -431,7 +434,8 @@ func (a *Association) nextPDV(idle bool) error {
 		switch h.Type {
 		case pdu.TypePDataTF:
 			if h.Length > a.cfg.MaxPDULength {
-				return a.protocolError(pdu.AbortReasonInvalidParameterValue, "P-DATA-TF of %d bytes exceeds the negotiated maximum %d", h.Length, a.cfg.MaxPDULength)
+				a.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParameterValue)
+				return fmt.Errorf("%w: %w: P-DATA-TF of %d bytes, the negotiated maximum is %d", ErrProtocol, ErrPDUTooLarge, h.Length, a.cfg.MaxPDULength)
 			}
 			if h.Length < 6 {
 				return a.protocolError(pdu.AbortReasonInvalidParameterValue, "P-DATA-TF of %d bytes cannot hold a PDV", h.Length)
