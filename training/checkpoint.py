@@ -14,7 +14,7 @@ def load_checkpoint(path: str) -> Tuple[TrainConfig, DPersona, int]:
     """(config, model in eval mode on CPU, stage) from a best.pt / last.pt written by the trainer."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{path}: not a training checkpoint (needs 'model' and 'config')")
     cfg = TrainConfig.from_dict(state["config"])

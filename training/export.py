@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -53,9 +54,13 @@ def export_onnx(model: DPersona, path: str, samples: int, bank_size: int, opset:
              torch.zeros(2, samples, cfg.latent_size), torch.zeros(2, bank_size, cfg.latent_size))
     dynamic = {"image": {0: "N"}, "eps_samples": {0: "N", 1: "S"}, "eps_bank": {0: "N", 1: "K"},
                "sample_probs": {0: "N", 1: "S"}, "rater_probs": {0: "N"}}
+    kwargs = {}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # the TorchScript exporter: newer PyTorch defaults to dynamo
     with torch.no_grad():
         torch.onnx.export(graph, dummy, path, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
-                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True)
+                          dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
+                          **kwargs)
     proto = onnx.load(path)
     onnx.checker.check_model(proto)
     _check_signature(proto, cfg)
@@ -191,7 +196,7 @@ def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count:
                   name: Optional[str] = None, opset: int = 13,
                   dataset: str = "LIDC-IDRI (4 raters)") -> str:
     cfg, model, stage = load_checkpoint(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     metrics: Dict = {}
     if metrics_path:
         if not os.path.isfile(metrics_path):

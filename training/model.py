@@ -270,7 +270,7 @@ def load_encoder_weights(model: DPersona, path: str) -> None:
     import os
     if not os.path.isfile(path):
         raise FileNotFoundError(f"encoder weights file not found: {path}")
-    state = torch.load(path, map_location="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     enc = model.backbone.encoder

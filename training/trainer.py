@@ -113,9 +113,14 @@ class Trainer:
             if ds.images.shape[2:] != (size, size):
                 raise TrainingError(f"{ds.source}: {name} images are {ds.images.shape[2:]}, config "
                                     f"expects {size}x{size}")
+        if cfg.val_samples < R:
+            raise TrainingError(f"val_samples {cfg.val_samples} < {R} raters: checkpoint selection "
+                                f"on Dice_match needs at least one sample per rater")
         self.cfg = cfg
         self.run_dir = run_dir
         self.device = pick_device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed 128x128 shapes: let cuDNN pick kernels
         self.progress = progress
         self.log = log
         self.train_images = train_set.images
@@ -183,7 +188,7 @@ class Trainer:
             if not os.path.isfile(src):
                 raise TrainingError(f"stage II needs a stage I checkpoint: {src} not found "
                                     f"(train --stage 1 first or pass --init)")
-            state = torch.load(src, map_location="cpu")
+            state = torch.load(src, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
             for m in model.stage1_modules():
                 for p in m.parameters():
@@ -200,7 +205,7 @@ class Trainer:
         if resume:
             if not os.path.isfile(last_path):
                 raise TrainingError(f"--resume: no checkpoint at {last_path}")
-            ck = torch.load(last_path, map_location="cpu")
+            ck = torch.load(last_path, map_location="cpu", weights_only=False)
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
@@ -233,7 +238,7 @@ class Trainer:
                 step += 1
                 count += 1
                 for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", lr=f"{lr:.2e}")
             train_time = time.time() - t0
