@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -170,3 +171,71 @@ func (b *Bus) stateByKey(ctx context.Context, key string) (*StudyState, error) {
 	st := new(StudyState)
 	return st, json.Unmarshal(entry.Value(), st)
 }
+
+// ReplayDeadLetter puts a dead-lettered message back on its work queue, after the cause was fixed
+// (a destination's AE title corrected, a model that handles the study deployed), and removes it
+// from the dead-letter stream. The study state goes back to received (a study event) or the
+// failed deliveries back to pending (an export job), so the workers take it as new.
+func (b *Bus) ReplayDeadLetter(ctx context.Context, seq uint64) error {
+	s, err := b.js.Stream(ctx, StreamDeadLetter)
+	if err != nil {
+		return err
+	}
+	raw, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("dead letter %d: %w", seq, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("dead letter %d: %w", seq, err)
+	}
+	orig := raw.Header.Get(HeaderOrigSubject)
+	key := raw.Header.Get(HeaderStudyKey)
+	dest := raw.Header.Get(HeaderDestination)
+	if orig != SubjectStudyComplete && !strings.HasPrefix(orig, SubjectResultPrefix) {
+		return fmt.Errorf("dead letter %d came from %q, which is not a work queue this gateway replays", seq, orig)
+	}
+	note := fmt.Sprintf("replayed from dead letter %d (was: %s)", seq, raw.Header.Get(HeaderReason))
+	if key != "" {
+		_, err := b.updateState(ctx, key, func(cur *StudyState) (*StudyState, error) {
+			if cur == nil {
+				return nil, errNoChange
+			}
+			if orig == SubjectStudyComplete {
+				cur.State, cur.DoneAt = StateReceived, nil
+			} else {
+				for r := range cur.Results {
+					for d := range cur.Results[r].Deliveries {
+						ds := &cur.Results[r].Deliveries[d]
+						if ds.Destination == dest && ds.State == DeliveryFailed {
+							ds.State, ds.Reason = DeliveryPending, ""
+						}
+					}
+				}
+				cur.State, cur.DoneAt = deriveState(cur), nil
+			}
+			cur.Reason = firstLine(note)
+			return cur, nil
+		})
+		if err != nil {
+			return fmt.Errorf("dead letter %d: reset study state: %w", seq, err)
+		}
+	}
+	m := &nats.Msg{Subject: orig, Data: raw.Data, Header: nats.Header{}}
+	for _, h := range []string{HeaderStudyKey, HeaderDestination} {
+		if v := raw.Header.Get(h); v != "" {
+			m.Header.Set(h, v)
+		}
+	}
+	m.Header.Set(jetstream.MsgIDHeader, "replay."+StreamDeadLetter+"."+strconv.FormatUint(seq, 10))
+	if _, err := b.publishDurably(ctx, m); err != nil {
+		return fmt.Errorf("dead letter %d: republish: %w", seq, err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("dead letter %d republished but not removed: %w", seq, err)
+	}
+	b.log.Info("dead letter replayed", "seq", seq, "subject", orig, "study_key", key)
+	return nil
+}
+
+// ErrNotFound says a dead letter (or other addressed item) does not exist.
+var ErrNotFound = errors.New("not found")

@@ -494,3 +494,63 @@ func TestLongStudyKeepsItsWorkerWithInProgressAcks(t *testing.T) {
 		t.Fatalf("a study of 3x the ack wait ran %d times (attempts %d): in-progress acks did not hold it", proc.Calls("2.25.66"), st.Attempts)
 	}
 }
+
+// TestReplayDeadLettersAfterTheCauseIsFixed: a poison study (the model fails on it) and an export
+// to a misconfigured destination end in the dead-letter stream; once the model and the
+// destination are fixed, replaying the dead letters completes both.
+func TestReplayDeadLettersAfterTheCauseIsFixed(t *testing.T) {
+	orthanc := testutil.StartOrthanc(t, testutil.OrthancOptions{})
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	h := newHarness(t, b, data)
+	ctx := context.Background()
+	proc := newFixtureProcessor("w")
+	proc.fail["2.25.31"] = Permanentf("model cannot take this series")
+	dest := Destination{Name: "pacs-web", Kind: KindSTOW, URL: orthanc.URL() + "/wrong-root"}
+	routing := ctRoute(dest.Name)
+	routing.Destinations = []Destination{dest}
+	h.infer(b, fastInfer(proc, routing))
+	badCtx, stopBad := context.WithCancel(ctx)
+	badDone := make(chan struct{})
+	go func() { b.RunExportWorker(badCtx, fastExport(dest, &STOWExporter{URL: dest.URL})); close(badDone) }()
+	defer func() { stopBad(); <-badDone }()
+
+	for _, uid := range []string{"2.25.31", "2.25.32"} {
+		if err := b.PublishStudyComplete(ctx, ct2Study(t, data, "DPERSONA", uid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitState(t, b, "DPERSONA", "2.25.31", StateFailed, 20*time.Second)
+	waitState(t, b, "DPERSONA", "2.25.32", StateFailed, 20*time.Second)
+	dls, err := b.DeadLetters(ctx)
+	if err != nil || len(dls) != 2 {
+		t.Fatalf("dead letters = %d, %v", len(dls), err)
+	}
+
+	// Fix both causes: the model now handles the study, the destination has the right URL.
+	proc.mu.Lock()
+	delete(proc.fail, "2.25.31")
+	proc.mu.Unlock()
+	stopBad()
+	<-badDone
+	fixed := dest
+	fixed.URL = orthanc.URL() + "/dicom-web"
+	h.export(b, fastExport(fixed, &STOWExporter{URL: fixed.URL}))
+	for _, d := range dls {
+		if err := b.ReplayDeadLetter(ctx, d.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitState(t, b, "DPERSONA", "2.25.31", StateDone, 20*time.Second)
+	st := waitState(t, b, "DPERSONA", "2.25.32", StateDone, 20*time.Second)
+	if len(st.Results) != 2 || len(orthancSEGs(t, orthanc)) != 4 {
+		t.Fatalf("after replay Orthanc holds %d SEG objects, want 4", len(orthancSEGs(t, orthanc)))
+	}
+	if left, _ := b.DeadLetters(ctx); len(left) != 0 {
+		t.Fatalf("dead letters left after replay: %+v", left)
+	}
+	if err := b.ReplayDeadLetter(ctx, dls[0].Seq); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("replaying a replayed dead letter: %v", err)
+	}
+}

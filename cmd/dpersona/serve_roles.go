@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -234,6 +235,7 @@ func startRoles(ctx context.Context, env *serveEnv) (func(), error) {
 	}
 	env.AddStudyOverlay(busOverlay(bus))
 	env.HandleAPI("GET /api/dead-letters", deadLettersHandler(bus))
+	env.HandleAPI("POST /api/dead-letters/{seq}/replay", replayHandler(bus))
 
 	var ws workerSection
 	if _, err := env.Config.Section("workers", &ws); err != nil {
@@ -538,5 +540,25 @@ func deadLettersHandler(bus *dispatch.Bus) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
+	})
+}
+
+// replayHandler puts one dead letter back on its work queue (after its cause was fixed).
+func replayHandler(bus *dispatch.Bus) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+		if err != nil || seq == 0 {
+			http.Error(w, "dead letter sequence must be a positive integer", http.StatusBadRequest)
+			return
+		}
+		switch err := bus.ReplayDeadLetter(r.Context(), seq); {
+		case errors.Is(err, dispatch.ErrNotFound):
+			http.Error(w, err.Error(), http.StatusNotFound)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusConflict)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{"replayed": seq})
+		}
 	})
 }

@@ -293,20 +293,50 @@ func TestServeRolesInSeparateProcesses(t *testing.T) {
 	if failed.Attempts != 1 {
 		t.Fatalf("poison study tried %d times; a load failure is not retried", failed.Attempts)
 	}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/dead-letters", ingest.httpPort))
+	dls := deadLetters(t, ingest.httpPort)
+	if len(dls) != 1 || dls[0].Kind != "study" || !strings.Contains(dls[0].StudyKey, poison) || dls[0].Reason == "" {
+		t.Fatalf("dead letters = %+v", dls)
+	}
+	// Replaying it (nothing was fixed) runs it again and it comes back as a new dead letter.
+	replay := func(seq uint64) int {
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/api/dead-letters/%d/replay", ingest.httpPort, seq), "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := replay(dls[0].Seq); code != 200 {
+		t.Fatalf("replay: HTTP %d", code)
+	}
+	testutil.WaitFor(t, 60*time.Second, "the replayed poison study back in the dead-letter stream", func() bool {
+		again := deadLetters(t, ingest.httpPort)
+		return len(again) == 1 && again[0].Seq != dls[0].Seq
+	})
+	if code := replay(dls[0].Seq); code != 404 {
+		t.Fatalf("replaying a dead letter already replayed: HTTP %d, want 404", code)
+	}
+}
+
+type deadLetterEntry struct {
+	Seq      uint64 `json:"seq"`
+	Kind     string `json:"kind"`
+	StudyKey string `json:"study_key"`
+	Reason   string `json:"reason"`
+}
+
+func deadLetters(t *testing.T, httpPort int) []deadLetterEntry {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/dead-letters", httpPort))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var dls []struct {
-		Kind     string `json:"kind"`
-		StudyKey string `json:"study_key"`
-		Reason   string `json:"reason"`
+	var dls []deadLetterEntry
+	if err := json.NewDecoder(resp.Body).Decode(&dls); err != nil {
+		t.Fatal(err)
 	}
-	json.NewDecoder(resp.Body).Decode(&dls)
-	if len(dls) != 1 || dls[0].Kind != "study" || !strings.Contains(dls[0].StudyKey, poison) || dls[0].Reason == "" {
-		t.Fatalf("dead letters = %+v", dls)
-	}
+	return dls
 }
 
 func TestParseRoles(t *testing.T) {
