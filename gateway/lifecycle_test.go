@@ -51,10 +51,11 @@ func TestSmallPDUsBothWays(t *testing.T) {
 	}
 }
 
-// Below the free-space watermark every C-STORE is refused with "out of resources"; nothing is
-// stored, the association stays usable (echo still works).
+// When free space falls below the watermark while an association is open, every C-STORE on it is
+// refused with "out of resources"; nothing is stored, the association stays usable (echo still
+// works). New associations are refused outright (TestDiskWatermarkRejectsNewAssociations).
 func TestDiskWatermarkRefusesWithOutOfResources(t *testing.T) {
-	g := startGateway(t, gatewayOptions{minFree: 1 << 62})
+	g := startGateway(t, gatewayOptions{})
 	f := testutil.Testdata("dicom", "ct2-pydicom", "17106")
 	props, _ := scu.ProposalsForFiles([]string{f})
 	ctx := context.Background()
@@ -63,6 +64,7 @@ func TestDiskWatermarkRefusesWithOutOfResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Release()
+	g.srv.SetMinFreeBytes(1 << 62) // no file system has 4 EiB free
 	_, err = c.StoreFile(ctx, f)
 	var se *scu.StatusError
 	if !errors.As(err, &se) || se.Status != dimse.StatusOutOfResources || !strings.Contains(se.Comment, "watermark") {

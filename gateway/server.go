@@ -70,6 +70,7 @@ type Server struct {
 	handlers  sync.WaitGroup
 	active    atomic.Int64
 
+	minFree     atomic.Uint64 // the disk watermark (Config.MinFreeBytes, SetMinFreeBytes)
 	diskMu      sync.Mutex
 	diskChecked time.Time
 	diskFree    uint64
@@ -101,8 +102,13 @@ func NewServer(cfg Config, st *store.Store, asm *assembly.Assembler) (*Server, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, store: st, asm: asm, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*connState]struct{}{}}, nil
+	s := &Server{cfg: cfg, store: st, asm: asm, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*connState]struct{}{}}
+	s.minFree.Store(cfg.MinFreeBytes)
+	return s, nil
 }
+
+// SetMinFreeBytes changes the disk watermark of a running server (0 turns it off).
+func (s *Server) SetMinFreeBytes(n uint64) { s.minFree.Store(n) }
 
 // Stats are counters since start.
 type Stats struct {
@@ -287,7 +293,7 @@ func (s *Server) serveConn(cs *connState) {
 			if free, low := s.diskLow(); low {
 				// "Out of resources" at association level: transient, so the sender retries later
 				// instead of pushing instances that would all fail.
-				why = fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, s.cfg.MinFreeBytes>>20)
+				why = fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, s.minFree.Load()>>20)
 				mr = obs.RejectDiskLow
 				answers, rj = nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
 			}
@@ -462,7 +468,7 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 	}
 	if free, low := x.s.diskLow(); low {
 		obs.RejectionsTotal.With(obs.RejectDiskLow).Inc()
-		return reject(dimse.StatusOutOfResources, fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, x.s.cfg.MinFreeBytes>>20))
+		return reject(dimse.StatusOutOfResources, fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, x.s.minFree.Load()>>20))
 	}
 	pending, err := x.s.store.Begin(store.Incoming{CalledAE: x.assoc.CalledAE, CallingAE: x.assoc.CallingAE,
 		SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: pc.TransferSyntax})
@@ -528,7 +534,8 @@ func errorComment(err error) string {
 
 // diskLow reports whether free space is under the watermark (checked at most every 500 ms).
 func (s *Server) diskLow() (uint64, bool) {
-	if s.cfg.MinFreeBytes == 0 {
+	watermark := s.minFree.Load()
+	if watermark == 0 {
 		return 0, false
 	}
 	s.diskMu.Lock()
@@ -540,7 +547,7 @@ func (s *Server) diskLow() (uint64, bool) {
 		}
 		s.diskChecked = time.Now()
 	}
-	return s.diskFree, s.diskFree < s.cfg.MinFreeBytes
+	return s.diskFree, s.diskFree < watermark
 }
 
 // statusFor maps a store error to a C-STORE failure status.

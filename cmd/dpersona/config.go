@@ -54,9 +54,14 @@ type serveConfig struct {
 	AcceptBigEndian bool     `json:"accept_big_endian,omitempty"`
 	MaxAssociations int      `json:"max_associations"`
 	MaxPDULength    uint32   `json:"max_pdu_length"`
-	// MinFreeMB refuses instances with "out of resources" below this much free disk space.
+	// MinFreeMB: below this much free disk space new associations are rejected (transient,
+	// local limit exceeded) and C-STOREs get "out of resources".
 	MinFreeMB uint64 `json:"min_free_mb"`
-	Timeouts  struct {
+	// MaxInstanceMB refuses a larger C-STORE data set with "out of resources" (0 = no limit).
+	MaxInstanceMB int64 `json:"max_instance_mb"`
+	// TLS configures DICOM over TLS on its own listener (see dicomTLSConfig).
+	TLS      dicomTLSConfig `json:"tls"`
+	Timeouts struct {
 		ARTIM duration `json:"artim"`
 		Read  duration `json:"read"`
 		Idle  duration `json:"idle"`
@@ -72,6 +77,16 @@ type serveConfig struct {
 	claimed  map[string]bool
 }
 
+// dicomTLSConfig is the DICOM TLS listener: TLS 1.2+ on Listen with the server certificate and
+// key; with ClientCAFile, only clients with a certificate from one of its CAs get in. The plain
+// listener (dicom_listen) keeps running unless it is set to "".
+type dicomTLSConfig struct {
+	Listen       string `json:"listen"`
+	CertFile     string `json:"cert_file"`
+	KeyFile      string `json:"key_file"`
+	ClientCAFile string `json:"client_ca_file"`
+}
+
 // defaultServeConfig is what `dpersona serve` runs with when nothing is configured.
 func defaultServeConfig() serveConfig {
 	c := serveConfig{
@@ -83,6 +98,7 @@ func defaultServeConfig() serveConfig {
 		MaxAssociations: 32,
 		MaxPDULength:    256 * 1024,
 		MinFreeMB:       512,
+		MaxInstanceMB:   2048,
 		LogLevel:        "info",
 	}
 	d := ul.DefaultConfig()
@@ -141,8 +157,17 @@ func (c *serveConfig) validate() error {
 	if c.DataDir == "" {
 		problems = append(problems, "data_dir is empty")
 	}
-	if c.DICOMListen == "" {
-		problems = append(problems, "dicom_listen is empty")
+	if c.DICOMListen == "" && c.TLS.Listen == "" {
+		problems = append(problems, "dicom_listen and tls.listen are both empty (no DICOM listener)")
+	}
+	if c.TLS.Listen != "" && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		problems = append(problems, "tls.listen needs tls.cert_file and tls.key_file")
+	}
+	if c.TLS.Listen == "" && (c.TLS.CertFile != "" || c.TLS.ClientCAFile != "") {
+		problems = append(problems, "tls.cert_file/tls.client_ca_file are set but tls.listen is empty")
+	}
+	if c.MaxInstanceMB < 0 {
+		problems = append(problems, "max_instance_mb is negative")
 	}
 	if c.QuietWindow <= 0 {
 		problems = append(problems, "quiet_window must be positive")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -54,7 +55,32 @@ func explainDialError(err error) error {
 	return err
 }
 
+// scuTLSFlags are the DICOM TLS options of the SCU commands (echo, send).
+type scuTLSFlags struct {
+	enable        bool
+	ca, cert, key string
+	serverName    string
+}
+
+func (f *scuTLSFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.enable, "tls", false, "use DICOM TLS (TLS 1.2+); implied by --tls-ca and --tls-cert")
+	fl.StringVar(&f.ca, "tls-ca", "", "PEM CA file to verify the peer's certificate (default: system roots)")
+	fl.StringVar(&f.cert, "tls-cert", "", "PEM client certificate, for peers that verify clients")
+	fl.StringVar(&f.key, "tls-key", "", "PEM private key of --tls-cert")
+	fl.StringVar(&f.serverName, "tls-server-name", "", "name to verify in the peer's certificate (default: the host of the destination)")
+}
+
+// config returns nil when TLS is not asked for.
+func (f *scuTLSFlags) config() (*tls.Config, error) {
+	if !f.enable && f.ca == "" && f.cert == "" && f.key == "" {
+		return nil, nil
+	}
+	return scu.ClientTLSConfig(f.ca, f.cert, f.key, f.serverName)
+}
+
 func newEchoCommand() *cobra.Command {
+	var tlsFlags scuTLSFlags
 	var callingAE string
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -70,10 +96,14 @@ failure status; the message says which.`,
 			if err != nil {
 				return err
 			}
+			tlsCfg, err := tlsFlags.config()
+			if err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			start := time.Now()
-			c, err := scu.Dial(ctx, addr, scu.Options{CallingAE: callingAE, CalledAE: ae, DialTimeout: timeout}, scu.VerificationProposal())
+			c, err := scu.Dial(ctx, addr, scu.Options{CallingAE: callingAE, CalledAE: ae, DialTimeout: timeout, TLS: tlsCfg}, scu.VerificationProposal())
 			if err != nil {
 				return explainDialError(err)
 			}
@@ -92,5 +122,6 @@ failure status; the message says which.`,
 	}
 	cmd.Flags().StringVar(&callingAE, "aet", "DPERSONA", "calling AE title")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "overall deadline")
+	tlsFlags.add(cmd)
 	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ type sendOptions struct {
 	callingAE    string
 	associations int
 	timeout      time.Duration
+	tlsFlags     scuTLSFlags
+	tls          *tls.Config // from tlsFlags, by runSend
 }
 
 func newSendCommand() *cobra.Command {
@@ -47,6 +50,7 @@ non-zero when any instance was not stored; each failure is listed with the peer'
 	cmd.Flags().StringVar(&opts.callingAE, "aet", "DPERSONA", "calling AE title")
 	cmd.Flags().IntVar(&opts.associations, "associations", 1, "parallel associations")
 	cmd.Flags().DurationVar(&opts.timeout, "timeout", 60*time.Second, "deadline of each network step (connect, response)")
+	opts.tlsFlags.add(cmd)
 	cmd.MarkFlagRequired("to")
 	return cmd
 }
@@ -101,6 +105,9 @@ func runSend(ctx context.Context, stdout, stderr io.Writer, opts sendOptions, pa
 	}
 	if opts.associations < 1 {
 		return fmt.Errorf("--associations must be at least 1")
+	}
+	if opts.tls, err = opts.tlsFlags.config(); err != nil {
+		return err
 	}
 	files, skipped, err := collectFiles(paths)
 	if err != nil {
@@ -222,7 +229,7 @@ func sendGroup(ctx context.Context, ae, addr string, opts sendOptions, files []s
 			}
 			continue
 		}
-		c, err := scu.Dial(ctx, addr, scu.Options{CallingAE: opts.callingAE, CalledAE: ae, DialTimeout: opts.timeout, ResponseTimeout: opts.timeout}, props)
+		c, err := scu.Dial(ctx, addr, scu.Options{CallingAE: opts.callingAE, CalledAE: ae, DialTimeout: opts.timeout, ResponseTimeout: opts.timeout, TLS: opts.tls}, props)
 		if err != nil {
 			err = explainDialError(err)
 			for _, f := range batch {

@@ -84,6 +84,10 @@ type serveOptions struct {
 	aeTitle     string
 	quietWindow time.Duration
 	logLevel    string
+	tlsListen   string
+	tlsCert     string
+	tlsKey      string
+	tlsClientCA string
 }
 
 func newServeCommand() *cobra.Command {
@@ -122,6 +126,18 @@ associations in progress finish their current instance first.`,
 			if f.Changed("log-level") {
 				cfg.LogLevel = opts.logLevel
 			}
+			if f.Changed("tls-listen") {
+				cfg.TLS.Listen = opts.tlsListen
+			}
+			if f.Changed("tls-cert") {
+				cfg.TLS.CertFile = opts.tlsCert
+			}
+			if f.Changed("tls-key") {
+				cfg.TLS.KeyFile = opts.tlsKey
+			}
+			if f.Changed("tls-client-ca") {
+				cfg.TLS.ClientCAFile = opts.tlsClientCA
+			}
 			if err := cfg.validate(); err != nil {
 				return err
 			}
@@ -139,6 +155,10 @@ associations in progress finish their current instance first.`,
 	fl.StringVar(&opts.aeTitle, "ae-title", d.AETitle, "called AE title of the gateway")
 	fl.DurationVar(&opts.quietWindow, "quiet-window", time.Duration(d.QuietWindow), "a study is complete after this long without new instances")
 	fl.StringVar(&opts.logLevel, "log-level", d.LogLevel, "debug, info, warn or error")
+	fl.StringVar(&opts.tlsListen, "tls-listen", "", "DICOM TLS listener HOST:PORT (e.g. :2762; needs --tls-cert and --tls-key)")
+	fl.StringVar(&opts.tlsCert, "tls-cert", "", "PEM server certificate (chain) of the DICOM TLS listener")
+	fl.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fl.StringVar(&opts.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates signed by it on the TLS listener")
 	for _, h := range serveFlagHooks {
 		h(cmd)
 	}
@@ -232,23 +252,48 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 			return err
 		}
 		srv, err = gateway.NewServer(gateway.Config{Policy: cfg.policy(), MaxAssociations: cfg.MaxAssociations, UL: cfg.ulConfig(),
-			MinFreeBytes: cfg.MinFreeMB << 20, Logger: logger}, st, asm)
+			MinFreeBytes: cfg.MinFreeMB << 20, MaxInstanceBytes: cfg.MaxInstanceMB << 20, Logger: logger}, st, asm)
 		if err != nil {
 			return err
 		}
 		env.AddReadyCheck(obs.DiskCheck(dataDir, cfg.MinFreeMB<<20))
-		l, err := net.Listen("tcp", cfg.DICOMListen)
-		if err != nil {
-			return fmt.Errorf("DICOM listener: %w", err)
-		}
 		asmDone = make(chan struct{})
 		go func() { asm.Run(runCtx); close(asmDone) }()
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, gateway.ErrServerClosed) {
-				logger.Error("DICOM listener stopped", "err", err)
+		var l, tl net.Listener
+		if cfg.DICOMListen != "" {
+			if l, err = net.Listen("tcp", cfg.DICOMListen); err != nil {
+				return fmt.Errorf("DICOM listener: %w", err)
 			}
-		}()
-		logger.Info("DICOM listener ready", "addr", l.Addr().String(), "ae_titles", cfg.policy().AETitles, "data_dir", dataDir, "quiet_window", time.Duration(cfg.QuietWindow).String())
+		}
+		if cfg.TLS.Listen != "" {
+			tlsCfg, err := gateway.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
+			if err != nil {
+				if l != nil {
+					l.Close()
+				}
+				return err
+			}
+			if tl, err = net.Listen("tcp", cfg.TLS.Listen); err != nil {
+				if l != nil {
+					l.Close()
+				}
+				return fmt.Errorf("DICOM TLS listener: %w", err)
+			}
+			go func() {
+				if err := srv.ServeTLS(tl, tlsCfg); err != nil && !errors.Is(err, gateway.ErrServerClosed) {
+					logger.Error("DICOM TLS listener stopped", "err", err)
+				}
+			}()
+			logger.Info("DICOM TLS listener ready", "addr", tl.Addr().String(), "client_certificates_required", cfg.TLS.ClientCAFile != "")
+		}
+		if l != nil {
+			go func() {
+				if err := srv.Serve(l); err != nil && !errors.Is(err, gateway.ErrServerClosed) {
+					logger.Error("DICOM listener stopped", "err", err)
+				}
+			}()
+			logger.Info("DICOM listener ready", "addr", l.Addr().String(), "ae_titles", cfg.policy().AETitles, "data_dir", dataDir, "quiet_window", time.Duration(cfg.QuietWindow).String())
+		}
 	}
 
 	var httpSrv *http.Server
