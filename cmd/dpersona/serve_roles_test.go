@@ -216,6 +216,23 @@ func TestServeStudyToOrthancSurvivesKill9MidPipeline(t *testing.T) {
 	if got := orthancNewInstances(t, orthanc); got != 3 {
 		t.Fatalf("Orthanc logged %d new instances, want exactly 3", got)
 	}
+	// The restarted gateway's metrics count what it did.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p2.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`dpersona_exports_total{destination="forward"} 3`,
+		`dpersona_study_stage_seconds_count{stage="infer"} 1`,
+		`dpersona_study_stage_seconds_count{stage="export"} 1`,
+		`dpersona_queue_depth{queue="study_complete"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }
 
 func mustGlob(t *testing.T, pattern string) []string {
