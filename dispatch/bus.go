@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -166,6 +167,12 @@ func connectWithin(ctx context.Context, url string, opts []nats.Option) (*nats.C
 	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for !nc.IsConnected() {
+		// Bad credentials or certificates do not fix themselves: fail now, naming the cause.
+		if err := nc.LastError(); err != nil && (errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+			strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "tls:")) {
+			nc.Close()
+			return nil, fmt.Errorf("connect to nats %s: %w", url, err)
+		}
 		select {
 		case <-wait.Done():
 			nc.Close()
