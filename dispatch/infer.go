@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -339,9 +340,7 @@ type routeResult struct {
 
 // runRoutes runs every route matching each series. Results already in the object store (from an
 // attempt that died after storing them) are reused, so a redelivery does not run the model again.
-func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID string, log interface {
-	Info(string, ...any)
-}) ([]routeResult, error) {
+func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID string, log *slog.Logger) ([]routeResult, error) {
 	key := ev.StudyKey()
 	byRoute := map[string]*routeResult{}
 	var order []string
@@ -524,9 +523,7 @@ func (b *Bus) localFiles(ctx context.Context, ev StudyComplete, se SeriesRef, te
 
 // publishResults records the results in the study state (keeping any delivery already made)
 // and publishes one export job per route and destination.
-func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, eventID string, results []routeResult, log interface {
-	Info(string, ...any)
-}) error {
+func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, eventID string, results []routeResult, log *slog.Logger) error {
 	b := w.bus
 	key := ev.StudyKey()
 	now := time.Now().UTC()
