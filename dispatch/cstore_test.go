@@ -205,7 +205,7 @@ func TestCStoreProposesBothLittleEndianSyntaxes(t *testing.T) {
 
 // pacsGateway is this project's own storage SCP used as a strict downstream PACS: it checks the
 // called AE title and applies its SOP class policy and disk limit.
-func pacsGateway(t testing.TB, policy gateway.Policy, minFree uint64) string {
+func pacsGateway(t testing.TB, cfg gateway.Config) string {
 	t.Helper()
 	dataDir := t.TempDir()
 	st, err := store.Open(dataDir, store.Options{})
@@ -217,7 +217,8 @@ func pacsGateway(t testing.TB, policy gateway.Policy, minFree uint64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gateway.NewServer(gateway.Config{Policy: policy, MinFreeBytes: minFree, Logger: logger}, st, asm)
+	cfg.Logger = logger
+	srv, err := gateway.NewServer(cfg, st, asm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,14 +244,14 @@ func TestCStoreRejectionsAndStatuses(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("wrong called AE is a permanent rejection", func(t *testing.T) {
-		addr := pacsGateway(t, gateway.Policy{AETitles: []string{"PACS"}}, 0)
+		addr := pacsGateway(t, gateway.Config{Policy: gateway.Policy{AETitles: []string{"PACS"}}})
 		_, err := (&CStoreExporter{Addr: addr, CalledAE: "WRONG", CallingAE: "DPERSONA"}).Export(ctx, []ExportFile{seg})
 		if err == nil || !IsPermanent(err) || !strings.Contains(strings.ToLower(err.Error()), "called ae") {
 			t.Fatalf("err = %v (permanent %v), want a permanent called-AE rejection", err, IsPermanent(err))
 		}
 	})
 	t.Run("SEG class refused is permanent", func(t *testing.T) {
-		addr := pacsGateway(t, gateway.Policy{AETitles: []string{"PACS"}, DenySOPClasses: []string{SOPClassSegmentation}}, 0)
+		addr := pacsGateway(t, gateway.Config{Policy: gateway.Policy{AETitles: []string{"PACS"}, DenySOPClasses: []string{SOPClassSegmentation}}})
 		st, err := (&CStoreExporter{Addr: addr, CalledAE: "PACS", CallingAE: "DPERSONA"}).Export(ctx, []ExportFile{seg})
 		if err != nil {
 			t.Fatal(err)
@@ -260,13 +261,22 @@ func TestCStoreRejectionsAndStatuses(t *testing.T) {
 		}
 	})
 	t.Run("out of resources is retried", func(t *testing.T) {
-		addr := pacsGateway(t, gateway.Policy{AETitles: []string{"PACS"}}, 1<<62)
+		// The PACS refuses instances above its size limit with 0xA700 (out of resources).
+		addr := pacsGateway(t, gateway.Config{Policy: gateway.Policy{AETitles: []string{"PACS"}}, MaxInstanceBytes: 256})
 		st, err := (&CStoreExporter{Addr: addr, CalledAE: "PACS", CallingAE: "DPERSONA"}).Export(ctx, []ExportFile{seg})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st[0].Err == nil || IsPermanent(st[0].Err) || !strings.HasPrefix(st[0].Status, "0xA7") {
 			t.Fatalf("status = %q, err %v; want a retryable 0xA7xx", st[0].Status, st[0].Err)
+		}
+	})
+	t.Run("transient association rejection is retried", func(t *testing.T) {
+		// A PACS whose disk is below its watermark rejects associations as transient.
+		addr := pacsGateway(t, gateway.Config{Policy: gateway.Policy{AETitles: []string{"PACS"}}, MinFreeBytes: 1 << 62})
+		_, err := (&CStoreExporter{Addr: addr, CalledAE: "PACS", CallingAE: "DPERSONA"}).Export(ctx, []ExportFile{seg})
+		if err == nil || IsPermanent(err) || !strings.Contains(err.Error(), "transient") {
+			t.Fatalf("err = %v, want a retryable transient rejection", err)
 		}
 	})
 	t.Run("nobody listening is retried", func(t *testing.T) {
@@ -276,7 +286,7 @@ func TestCStoreRejectionsAndStatuses(t *testing.T) {
 		}
 	})
 	t.Run("accepted by our own gateway", func(t *testing.T) {
-		addr := pacsGateway(t, gateway.Policy{AETitles: []string{"PACS"}}, 0)
+		addr := pacsGateway(t, gateway.Config{Policy: gateway.Policy{AETitles: []string{"PACS"}}})
 		st, err := (&CStoreExporter{Addr: addr, CalledAE: "PACS", CallingAE: "DPERSONA"}).Export(ctx, []ExportFile{seg})
 		if err != nil || st[0].Err != nil || st[0].Status != "0x0000" {
 			t.Fatalf("status %+v, err %v", st, err)
@@ -288,7 +298,7 @@ func TestCStoreRejectionsAndStatuses(t *testing.T) {
 // and a second route whose destination has the wrong AE title ends in the dead-letter stream.
 func TestStudyToOrthancOverCStore(t *testing.T) {
 	orthanc := testutil.StartOrthanc(t, testutil.OrthancOptions{})
-	wrong := pacsGateway(t, gateway.Policy{AETitles: []string{"PACS"}}, 0)
+	wrong := pacsGateway(t, gateway.Config{Policy: gateway.Policy{AETitles: []string{"PACS"}}})
 	data := t.TempDir()
 	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
 	defer b.Close()
