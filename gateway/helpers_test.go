@@ -91,7 +91,7 @@ type gatewayOptions struct {
 	tls         *tls.Config
 }
 
-func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
+func startGateway(t testing.TB, opt gatewayOptions) *testGateway {
 	t.Helper()
 	if len(opt.policy.AETitles) == 0 {
 		opt.policy.AETitles = []string{"DPERSONA"}
@@ -135,7 +135,7 @@ func startGateway(t *testing.T, opt gatewayOptions) *testGateway {
 	return g
 }
 
-func (g *testGateway) stop(t *testing.T) {
+func (g *testGateway) stop(t testing.TB) {
 	if g.cancel == nil {
 		return
 	}
@@ -174,7 +174,7 @@ func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (
 	return string(out), err
 }
 
-func dicomFiles(t *testing.T, dir string) []string {
+func dicomFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil {
