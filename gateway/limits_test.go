@@ -44,7 +44,7 @@ func TestInstanceSizeLimit(t *testing.T) {
 	testutil.RequireTool(t, "storescu")
 	g := startGateway(t, gatewayOptions{maxInstance: 100 << 10})
 	before := obs.RejectionsTotal.With(obs.RejectInstanceTooLarge).Value()
-	big := dicomFiles(t, testutil.Testdata("dicom", "lidc-ct-0004")) // 0.5 MB each
+	big := dicomFiles(t, testutil.Testdata("dicom", "lidc-ct-0004"))  // 0.5 MB each
 	small := dicomFiles(t, testutil.Testdata("dicom", "ct2-pydicom")) // 4 KB each
 	out, _ := runTool(t, 60*time.Second, "storescu", append(append([]string{"-v", "--no-halt", "-aet", "MODALITY", "-aec", "DPERSONA", "127.0.0.1", fmt.Sprint(g.port)}, big...), small...)...)
 	if n := strings.Count(out, "Received Store Response (Refused: OutOfResources)"); n != len(big) {

@@ -50,7 +50,7 @@ type Config struct {
 	// MaxInstanceBytes refuses a C-STORE data set longer than this with "out of resources"
 	// (0xA700): the rest of the data set is read and dropped, nothing is stored. 0 = no limit.
 	MaxInstanceBytes int64
-	Logger       *slog.Logger
+	Logger           *slog.Logger
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
