@@ -146,7 +146,7 @@ def cmd_export(args) -> int:
     path = export_bundle(args.checkpoint, args.out, golden_data=args.golden_data,
                          golden_count=args.golden_count, metrics_path=args.metrics,
                          version=args.version, name=args.name, opset=args.opset,
-                         dataset=args.dataset)
+                         dataset=args.dataset, notes=args.notes)
     print(path)
     return 0
 
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--name", default=None)
     px.add_argument("--dataset", default="LIDC-IDRI (4 raters)")
     px.add_argument("--opset", type=int, default=13)
+    px.add_argument("--notes", help="free text recorded in manifest training.notes")
     px.set_defaults(func=cmd_export)
     return p
 

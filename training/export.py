@@ -154,7 +154,8 @@ def _scalar_metrics(metrics: Dict) -> Dict[str, float]:
 
 
 def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics: Dict,
-                   version: str, name: Optional[str], dataset: str) -> Dict:
+                   version: str, name: Optional[str], dataset: str,
+                   notes: Optional[str] = None) -> Dict:
     return {
         "format_version": FORMAT_VERSION,
         "name": name or f"dpersona-lidc-{cfg.name}",
@@ -181,7 +182,12 @@ def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics
         "algorithm": {"name": "D-Persona", "version": version, "family": "Artificial Intelligence"},
         "training": {"dataset": dataset, "split": "by patient",
                      "epochs": int(checkpoint_state.get("epochs_total", 0)),
-                     "seed": cfg.seed, "stage": stage,
+                     "seed": cfg.seed, "stage": stage, "notes": notes or "",
+                     "schedule": {"lr": cfg.lr, "batch_size": cfg.batch_size,
+                                  "epochs_stage1": cfg.epochs_stage1,
+                                  "epochs_stage2": cfg.epochs_stage2,
+                                  "images_per_epoch": cfg.images_per_epoch,
+                                  "images_per_epoch_stage2": cfg.images_per_epoch_stage2},
                      "deviations": {"encoder_weights": cfg.encoder_weights or "none (from scratch)",
                                     "freeze_backbone_stage2": cfg.freeze_backbone_stage2,
                                     "posterior_sample": cfg.posterior_sample}},
@@ -194,7 +200,7 @@ def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics
 def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count: int = 2,
                   metrics_path: Optional[str] = None, version: Optional[str] = None,
                   name: Optional[str] = None, opset: int = 13,
-                  dataset: str = "LIDC-IDRI (4 raters)") -> str:
+                  dataset: str = "LIDC-IDRI (4 raters)", notes: Optional[str] = None) -> str:
     cfg, model, stage = load_checkpoint(checkpoint)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     metrics: Dict = {}
@@ -228,7 +234,7 @@ def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count:
             json.dump({"checkpoint": os.path.basename(checkpoint), "stage": stage,
                        "validation": metrics}, f, indent=2)
         manifest = build_manifest(cfg, stage, {"epochs_total": epochs_total}, metrics, version,
-                                  name, dataset)
+                                  name, dataset, notes)
         files = {}
         for root, _, names in os.walk(tmp):
             for n in sorted(names):
