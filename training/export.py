@@ -184,8 +184,6 @@ def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics
                      "epochs": int(checkpoint_state.get("epochs_total", 0)),
                      "seed": cfg.seed, "stage": stage, "notes": notes or "",
                      "schedule": {"lr": cfg.lr, "batch_size": cfg.batch_size,
-                                  "epochs_stage1": cfg.epochs_stage1,
-                                  "epochs_stage2": cfg.epochs_stage2,
                                   "images_per_epoch": cfg.images_per_epoch,
                                   "images_per_epoch_stage2": cfg.images_per_epoch_stage2},
                      "deviations": {"encoder_weights": cfg.encoder_weights or "none (from scratch)",
@@ -195,6 +193,25 @@ def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics
         "golden": "golden/golden.json",
         "files": {},
     }
+
+
+def run_summary(checkpoint: str, batch_size: int) -> Dict[str, Dict]:
+    """Epochs and images actually trained per stage, from the run directory's metrics.json files
+    (RUN/stageN/best.pt -> RUN/stage{1,2}/metrics.json); empty when they are not there."""
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+    out = {}
+    for s in (1, 2):
+        path = os.path.join(run_dir, f"stage{s}", "metrics.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                m = json.load(f)
+            hist = m.get("history", [])
+            if hist:
+                out[f"stage{s}"] = {"epochs": len(hist), "images": int(hist[-1]["step"]) * batch_size,
+                                    "best_epoch": (m.get("best") or {}).get("epoch"),
+                                    "train_seconds": round(sum(h.get("train_seconds", 0)
+                                                               for h in hist), 1)}
+    return out
 
 
 def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count: int = 2,
@@ -212,12 +229,8 @@ def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count:
         metrics = m.get("metrics", m)
     elif isinstance(state.get("val"), dict):
         metrics = state["val"]
-    epochs_total = int(state.get("epoch", 0))
-    stage1_metrics = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(checkpoint))),
-                                  "stage1", "metrics.json")
-    if stage == 2 and os.path.isfile(stage1_metrics):
-        with open(stage1_metrics) as f:
-            epochs_total += len(json.load(f).get("history", []))
+    runs = run_summary(checkpoint, cfg.batch_size)
+    epochs_total = sum(r["epochs"] for r in runs.values()) or int(state.get("epoch", 0))
     version = version or datetime.datetime.utcnow().strftime("%Y.%m.%d-1")
     images = pick_golden_images(cfg, golden_data, golden_count)
 
@@ -235,6 +248,8 @@ def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count:
                        "validation": metrics}, f, indent=2)
         manifest = build_manifest(cfg, stage, {"epochs_total": epochs_total}, metrics, version,
                                   name, dataset, notes)
+        if runs:
+            manifest["training"]["trained"] = runs
         files = {}
         for root, _, names in os.walk(tmp):
             for n in sorted(names):
