@@ -74,3 +74,30 @@ func TestServeConfigErrorsNameTheCause(t *testing.T) {
 		t.Error("a missing config file was accepted")
 	}
 }
+
+func TestServeConfigTLSAndLimits(t *testing.T) {
+	c, err := loadServeConfig(writeConfig(t, `{
+  "dicom_listen": "",
+  "tls": {"listen": ":2762", "cert_file": "/etc/dpersona/server.pem", "key_file": "/etc/dpersona/server.key", "client_ca_file": "/etc/dpersona/ca.pem"},
+  "max_instance_mb": 64
+}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLS.Listen != ":2762" || c.TLS.ClientCAFile != "/etc/dpersona/ca.pem" || c.MaxInstanceMB != 64 || c.DICOMListen != "" {
+		t.Fatalf("config %+v", c)
+	}
+	if len(c.sections) != 0 {
+		t.Fatalf("tls or max_instance_mb taken for another role's section: %v", c.sections)
+	}
+	for body, want := range map[string]string{
+		`{"tls": {"listen": ":2762"}}`:    "tls.listen needs tls.cert_file and tls.key_file",
+		`{"tls": {"cert_file": "a.pem"}}`: "tls.listen is empty",
+		`{"dicom_listen": ""}`:            "no DICOM listener",
+		`{"max_instance_mb": -1}`:         "max_instance_mb is negative",
+	} {
+		if _, err := loadServeConfig(writeConfig(t, body)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error containing %q", body, err, want)
+		}
+	}
+}
