@@ -4,76 +4,101 @@ import "math"
 
 // MinCostAssignment solves the rectangular assignment problem for an n x m cost matrix with
 // n <= m: every row gets a distinct column, minimising the summed cost. It returns, per row, the
-// chosen column. This is the shortest-augmenting-path form of the Hungarian method with row and
-// column potentials, O(n^2 m).
+// chosen column.
+//
+// The method is the shortest augmenting path form of the Hungarian method (Jonker-Volgenant as
+// described by Crouse, 2016), one row at a time, with dual variables. Ties are broken as SciPy's
+// linear_sum_assignment breaks them (candidate columns scanned from the last to the first, a
+// free column preferred among equally short paths), because training/metrics.py uses SciPy: when
+// several assignments are optimal (empty masks, equal Dice values), both pick the same one and
+// per-rater matched scores agree, not only their mean.
 func MinCostAssignment(cost [][]float64) []int {
-	n := len(cost)
-	if n == 0 {
+	nr := len(cost)
+	if nr == 0 {
 		return nil
 	}
-	m := len(cost[0])
-	if m < n {
+	nc := len(cost[0])
+	if nc < nr {
 		panic("MinCostAssignment: more rows than columns")
 	}
-	// Index 0 is a virtual column/row used to start each augmentation; real rows and columns
-	// are 1-based below.
-	u := make([]float64, n+1)    // row potentials
-	v := make([]float64, m+1)    // column potentials
-	owner := make([]int, m+1)    // owner[j] = row assigned to column j (0 = none)
-	way := make([]int, m+1)      // predecessor column on the augmenting path
-	minv := make([]float64, m+1) // smallest reduced cost reaching column j
-	used := make([]bool, m+1)
-	for i := 1; i <= n; i++ {
-		owner[0] = i
-		j0 := 0
-		for j := range minv {
-			minv[j] = math.Inf(1)
-			used[j] = false
+	u := make([]float64, nr)
+	v := make([]float64, nc)
+	shortest := make([]float64, nc)
+	path := make([]int, nc)
+	col4row := make([]int, nr)
+	row4col := make([]int, nc)
+	seenRow := make([]bool, nr)
+	seenCol := make([]bool, nc)
+	remaining := make([]int, nc)
+	for i := range col4row {
+		col4row[i] = -1
+	}
+	for j := range row4col {
+		row4col[j] = -1
+		path[j] = -1
+	}
+	for cur := 0; cur < nr; cur++ {
+		// Shortest augmenting path from row cur to a free column.
+		for k := range remaining {
+			remaining[k] = nc - k - 1
 		}
-		for {
-			used[j0] = true
-			i0 := owner[j0]
-			delta := math.Inf(1)
-			j1 := 0
-			for j := 1; j <= m; j++ {
-				if used[j] {
-					continue
+		clear(seenRow)
+		clear(seenCol)
+		for j := range shortest {
+			shortest[j] = math.Inf(1)
+		}
+		minVal := 0.0
+		free := len(remaining)
+		i := cur
+		sink := -1
+		for sink == -1 {
+			index := -1
+			lowest := math.Inf(1)
+			seenRow[i] = true
+			for k := 0; k < free; k++ {
+				j := remaining[k]
+				r := minVal + cost[i][j] - u[i] - v[j]
+				if r < shortest[j] {
+					path[j] = i
+					shortest[j] = r
 				}
-				reduced := cost[i0-1][j-1] - u[i0] - v[j]
-				if reduced < minv[j] {
-					minv[j] = reduced
-					way[j] = j0
-				}
-				if minv[j] < delta {
-					delta = minv[j]
-					j1 = j
-				}
-			}
-			for j := 0; j <= m; j++ {
-				if used[j] {
-					u[owner[j]] += delta
-					v[j] -= delta
-				} else {
-					minv[j] -= delta
+				if shortest[j] < lowest || (shortest[j] == lowest && row4col[j] == -1) {
+					lowest = shortest[j]
+					index = k
 				}
 			}
-			j0 = j1
-			if owner[j0] == 0 {
+			minVal = lowest
+			j := remaining[index]
+			if row4col[j] == -1 {
+				sink = j
+			} else {
+				i = row4col[j]
+			}
+			seenCol[j] = true
+			free--
+			remaining[index] = remaining[free]
+		}
+		// Update the duals.
+		u[cur] += minVal
+		for r := 0; r < nr; r++ {
+			if seenRow[r] && r != cur {
+				u[r] += minVal - shortest[col4row[r]]
+			}
+		}
+		for j := 0; j < nc; j++ {
+			if seenCol[j] {
+				v[j] -= minVal - shortest[j]
+			}
+		}
+		// Augment along the path.
+		for j := sink; ; {
+			r := path[j]
+			row4col[j] = r
+			col4row[r], j = j, col4row[r]
+			if r == cur {
 				break
 			}
 		}
-		// Flip the augmenting path.
-		for j0 != 0 {
-			j1 := way[j0]
-			owner[j0] = owner[j1]
-			j0 = j1
-		}
 	}
-	assign := make([]int, n)
-	for j := 1; j <= m; j++ {
-		if owner[j] != 0 {
-			assign[owner[j]-1] = j - 1
-		}
-	}
-	return assign
+	return col4row
 }

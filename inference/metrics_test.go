@@ -183,3 +183,44 @@ func toFloat(v any) float64 {
 }
 
 func repoTraining() string { return filepath.Join(testutil.RepoRoot(), "training") }
+
+// With ties, SciPy's linear_sum_assignment (used by training/metrics.py) picks one of several
+// optimal assignments; MinCostAssignment must pick the same one so that per-rater matched
+// scores agree too.
+func TestMinCostAssignmentBreaksTiesLikeSciPy(t *testing.T) {
+	python := requirePython(t, "numpy", "scipy")
+	dir := t.TempDir()
+	runPython(t, python, `
+import sys, json, numpy as np
+from scipy.optimize import linear_sum_assignment
+rng = np.random.default_rng(5)
+cases = []
+for k in range(300):
+    n = int(rng.integers(1, 6)); m = n + int(rng.integers(0, 6))
+    c = rng.integers(0, 3, size=(n, m)).astype(float) * (-0.5)   # many ties, like Dice of empty masks
+    if k % 3 == 0:
+        c = np.round(-rng.random((n, m)), 1)
+    rows, cols = linear_sum_assignment(c)
+    cases.append({"cost": c.tolist(), "cols": cols.tolist()})
+json.dump(cases, open(sys.argv[1] + "/lsap.json", "w"))
+`, dir)
+	raw, err := os.ReadFile(filepath.Join(dir, "lsap.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []struct {
+		Cost [][]float64 `json:"cost"`
+		Cols []int       `json:"cols"`
+	}
+	if err := json.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	for k, c := range cases {
+		got := MinCostAssignment(c.Cost)
+		for i := range got {
+			if got[i] != c.Cols[i] {
+				t.Fatalf("case %d %v: Go %v, SciPy %v", k, c.Cost, got, c.Cols)
+			}
+		}
+	}
+}
