@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -57,7 +58,10 @@ def export_onnx(model: DPersona, path: str, samples: int, bank_size: int, opset:
     kwargs = {}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript exporter: newer PyTorch defaults to dynamo
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter warns about shape inference of constants; the signature check
+        # below verifies what matters (names, ranks, static and dynamic dimensions)
+        warnings.simplefilter("ignore", UserWarning)
         torch.onnx.export(graph, dummy, path, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
                           dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
                           **kwargs)

@@ -76,7 +76,8 @@ def save_curves(history: List[Dict], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    loss_keys = [k for k in history[0]["train"].keys()] if history else []
+    # the raw L2 norm sum (hundreds, weighted by 1e-5 in the loss) would flatten the other curves
+    loss_keys = [k for k in history[0]["train"].keys() if k != "l2"] if history else []
     for k in loss_keys:
         axes[0].plot(epochs, [h["train"][k] for h in history], marker="o", label=k)
     axes[0].set_xlabel("epoch")
