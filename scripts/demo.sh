@@ -129,7 +129,8 @@ d=json.load(sys.stdin); print(d[0]["state"] if d else "-")' 2>/dev/null || echo 
     done|failed) final=$state; break ;;
     complete) [ $HAVE_MODEL = 0 ] && { final=complete; break; } ;;
   esac
-  sleep 0.2
+  # Timings come from the gateway's timestamps; polling gently leaves the CPUs to the model.
+  sleep 0.5
 done
 [ -n "$final" ] || die "the study did not finish within ${DEADLINE_S}s (state $last; see $WORK/serve.log)"
 
