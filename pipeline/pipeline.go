@@ -241,7 +241,7 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 	if m.Input.Channels != 1 {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s takes %d input channels; a single series gives 1", m.Name, m.Input.Channels))
 	}
-	plan, err := dicomio.PlanTiles(InputSpec(m), series.Rows, series.Cols)
+	plan, err := tilePlan(InputSpec(m), series)
 	if err != nil {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s input spec: %w", m.Name, err))
 	}
@@ -432,4 +432,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// tilePlan plans the model input of a series. A MONOCHROME1 image shows low values bright, so a
+// model trained on how images look needs its input inverted; CT values are Hounsfield units,
+// whose meaning the photometric interpretation does not change, so CT is never inverted (an
+// inverted CT would show the model air as tissue).
+func tilePlan(spec dicomio.InputSpec, series *dicomio.Series) (*dicomio.TilePlan, error) {
+	plan, err := dicomio.PlanTilesForSeries(spec, series)
+	if err != nil {
+		return nil, err
+	}
+	if series.Modality == "CT" {
+		plan.Invert = false
+	}
+	return plan, nil
 }
