@@ -286,10 +286,14 @@ func startRoles(ctx context.Context, env *serveEnv) (func(), error) {
 			// an inference role with a model joins; say so once, loudly.
 			log.Error("inference role is OFF: no model bundle", "reason", err.Error(),
 				"hint", "put a bundle at "+defaultModelDir+" or pass --model; received studies wait in the queue")
+			// An inference role without a model must not look ready to an orchestrator.
+			env.AddReadyCheck(obs.Check{Name: "model", Func: func(context.Context) error { return err }})
 		case err != nil:
 			cancel()
 			return nil, err
 		default:
+			// openProcessor verified, loaded and warmed up every routed bundle before this point.
+			env.AddReadyCheck(obs.Check{Name: "model", Func: func(context.Context) error { return nil }})
 			closers = append(closers, closeProc)
 			opt := dispatch.InferOptions{Routing: routing, Processor: proc, Concurrency: roleOpts.workers,
 				Timeout: time.Duration(ws.InferTimeout), MaxDeliver: ws.InferMaxAttempts, AckWait: time.Duration(ws.AckWait)}
