@@ -183,8 +183,11 @@ func TestServeStudyToOrthancSurvivesKill9MidPipeline(t *testing.T) {
 
 	p2 := startServe(t, data, args...)
 	st := waitStudyState(t, p2.httpPort, study, 5*time.Minute, "done")
-	if st.Attempts < 2 {
-		t.Fatalf("attempts = %d: the interrupted inference was not redone after the restart", st.Attempts)
+	// The restarted process must have run the model itself. The delivery count is no proof either
+	// way: the embedded server's consumer state is flushed asynchronously, so after a kill -9 the
+	// interrupted delivery may or may not have been recorded (attempt 2, or attempt 1 again).
+	if !strings.Contains(p2.logs.String(), `"msg":"series processed"`) {
+		t.Fatalf("the restarted gateway did not redo the interrupted inference (attempts = %d)", st.Attempts)
 	}
 	if len(st.Results) != 3 {
 		t.Fatalf("results = %+v, want raters, samples and probability", st.Results)
