@@ -7,6 +7,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -107,6 +108,7 @@ func (a *API) AddOverlay(o Overlay) {
 // Register mounts the API's routes on mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/studies", a.listStudies)
+	mux.HandleFunc("GET /api/studies/{uid}", a.getStudy)
 }
 
 // Handler returns a mux serving only the API.
@@ -170,6 +172,45 @@ func (a *API) listStudies(w http.ResponseWriter, r *http.Request) {
 	enc.SetIndent("", "  ")
 	if err := enc.Encode(out); err != nil {
 		a.log.Warn("writing /api/studies", "err", err)
+	}
+}
+
+// getStudy serves GET /api/studies/{uid}[?called_ae=AE]: one study object with its later states.
+// The same study sent to two AE titles is two studies here; without called_ae that is ambiguous
+// and answered 409 with the AE titles to choose from, rather than one picked at random.
+func (a *API) getStudy(w http.ResponseWriter, r *http.Request) {
+	uid, ae := r.PathValue("uid"), r.URL.Query().Get("called_ae")
+	studies, err := a.ListStudies(r.Context())
+	if err != nil {
+		a.log.Error("listing studies", "err", err)
+		http.Error(w, "listing studies: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var found []Study
+	for _, s := range studies {
+		if s.StudyInstanceUID == uid && (ae == "" || s.CalledAE == ae) {
+			found = append(found, s)
+		}
+	}
+	switch len(found) {
+	case 0:
+		http.Error(w, "no study "+uid+" (called AE "+ae+")", http.StatusNotFound)
+		return
+	case 1:
+	default:
+		aes := make([]string, len(found))
+		for i, s := range found {
+			aes[i] = s.CalledAE
+		}
+		http.Error(w, fmt.Sprintf("study %s was received by several AE titles %q: add ?called_ae=", uid, aes), http.StatusConflict)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(found[0]); err != nil {
+		a.log.Warn("writing /api/studies/{uid}", "err", err)
 	}
 }
 
