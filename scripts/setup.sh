@@ -37,7 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-  echo "setup: Go (1.24 or newer) is required and was not found on PATH" >&2
+  echo "setup: Go (1.21 or newer; it fetches the toolchain go.mod names) is required and was not found on PATH" >&2
   exit 1
 fi
 go mod download
