@@ -110,11 +110,7 @@ func newModelsVerifyCommand() *cobra.Command {
 			"tolerance of golden.json (1e-4). It exits non-zero when any check fails. DIR defaults to " + defaultModelDir + ".",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			explicit := ""
-			if len(args) == 1 {
-				explicit = args[0]
-			}
-			dir, err := resolveModelDir(explicit)
+			dir, err := modelDirArg(args)
 			if err != nil {
 				return err
 			}
@@ -185,11 +181,7 @@ func newModelsBenchCommand() *cobra.Command {
 			"scripts/bench-inference.sh compares it with PyTorch eager.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			explicit := ""
-			if len(args) == 1 {
-				explicit = args[0]
-			}
-			dir, err := resolveModelDir(explicit)
+			dir, err := modelDirArg(args)
 			if err != nil {
 				return err
 			}
@@ -259,4 +251,14 @@ func runModelsBench(ctx context.Context, out io.Writer, e *inference.Engine, cas
 		fmt.Fprintln(out, string(line))
 	}
 	return nil
+}
+
+// modelDirArg resolves the optional [DIR] argument of the models sub-commands (default: the
+// default bundle).
+func modelDirArg(args []string) (string, error) {
+	explicit := ""
+	if len(args) == 1 {
+		explicit = args[0]
+	}
+	return resolveModelDir(explicit)
 }
