@@ -1,8 +1,6 @@
 package dicomio
 
 import (
-	"os"
-
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 )
@@ -82,17 +80,10 @@ var (
 // ReadSEG reads a Segmentation object. Pixel data is unpacked here (LSB first, one continuous
 // bit stream across frames), not by the parser, whose 1-bit decoding is wrong.
 func ReadSEG(path string) (*SEG, error) {
-	f, err := os.Open(path)
+	a, perr, err := parseFile(path)
 	if err != nil {
-		return nil, newErr(ErrNotDICOM, path, "", "%v", err)
+		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, newErr(ErrNotDICOM, path, "", "%v", err)
-	}
-	ds, perr := dicom.Parse(f, st.Size(), nil, dicom.SkipProcessingPixelDataValue())
-	a := attrs{elems: ds.Elements, instance: path}
 	if perr != nil {
 		if a.has(tag.Rows) && !a.has(tag.PixelData) {
 			return nil, newErr(ErrTruncatedPixelData, path, tagName(tag.PixelData), "%v", perr)

@@ -157,17 +157,10 @@ func LoadSeriesWithOptions(paths []string, opt LoadOptions) (*Series, error) {
 }
 
 func readInstance(path string) (*instance, error) {
-	f, err := os.Open(path)
+	a, perr, err := parseFile(path)
 	if err != nil {
-		return nil, newErr(ErrNotDICOM, path, "", "%v", err)
+		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, newErr(ErrNotDICOM, path, "", "%v", err)
-	}
-	ds, perr := dicom.Parse(f, st.Size(), nil, dicom.SkipProcessingPixelDataValue())
-	a := attrs{elems: ds.Elements, instance: path}
 	if perr != nil {
 		// The parser stops at the element it could not read; if everything up to the pixel
 		// module was readable and the pixel data is what failed, the file was cut short.
@@ -177,6 +170,23 @@ func readInstance(path string) (*instance, error) {
 		return nil, newErr(ErrNotDICOM, path, "", "%v", perr)
 	}
 	return parseInstance(a, path)
+}
+
+// parseFile reads a file's elements with the pixel data kept raw. err is set when the file cannot
+// be opened; perr when parsing stopped early, with the elements read up to there still in attrs,
+// so the caller can tell a file cut short in its pixel data from one that is not DICOM at all.
+func parseFile(path string) (a attrs, perr, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return attrs{}, nil, newErr(ErrNotDICOM, path, "", "%v", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return attrs{}, nil, newErr(ErrNotDICOM, path, "", "%v", err)
+	}
+	ds, perr := dicom.Parse(f, st.Size(), nil, dicom.SkipProcessingPixelDataValue())
+	return attrs{elems: ds.Elements, instance: path}, perr, nil
 }
 
 func instanceName(a attrs, path string) string {
