@@ -531,10 +531,13 @@ func decodeUserInfo(v []byte) (UserInfo, error) {
 				return u, err
 			}
 		case subItemImplVersionName:
-			u.ImplementationVersionName = TrimAE(s.value)
-			if len(u.ImplementationVersionName) > maxImplVersionNameLenth {
-				u.ImplementationVersionName = u.ImplementationVersionName[:maxImplVersionNameLenth]
+			// Cut an over-long name to its 16 characters before trimming its padding, so that
+			// padding inside the cut is trimmed too and decoding is stable under re-encoding.
+			name := s.value
+			if len(name) > maxImplVersionNameLenth {
+				name = name[:maxImplVersionNameLenth]
 			}
+			u.ImplementationVersionName = TrimAE(name)
 		}
 		// Other sub-items (asynchronous operations, role selection, extended negotiation, user
 		// identity) are optional to honour; skipping them means the defaults apply.
