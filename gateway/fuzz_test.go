@@ -44,22 +44,9 @@ type ingestHarness struct {
 }
 
 func newIngestHarness(tb testing.TB, dataDir string) *ingestHarness {
-	file := testutil.Testdata("dicom", "ct2-pydicom", "17106")
-	fh, err := os.Open(file)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	meta, _, off, err := part10.ReadFileHeader(fh)
-	fh.Close()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	meta, inst, _ := readFixture(tb, testutil.Testdata("dicom", "ct2-pydicom", "17106"))
 	// The data set: the fixture's identifying attributes only, in implicit VR little endian, so
 	// that inputs stay small (the fuzzer minimises every interesting input by re-running it).
-	_ = off
-	fh, _ = os.Open(file)
-	_, inst, _, _ := part10.ReadFileHeader(fh)
-	fh.Close()
 	data := implicitElements([][2]any{
 		{uint32(part10.TagSOPClassUID), inst.SOPClassUID},
 		{uint32(part10.TagSOPInstanceUID), inst.SOPInstanceUID},

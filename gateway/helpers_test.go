@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"dpersona/gateway/assembly"
+	"dpersona/gateway/part10"
 	"dpersona/gateway/store"
 	"dpersona/gateway/ul"
 	"dpersona/internal/obs"
@@ -187,4 +188,19 @@ func dicomFiles(t testing.TB, dir string) []string {
 		}
 	}
 	return out
+}
+
+// readFixture reads a Part-10 fixture once and returns its file meta, its identifying attributes
+// and its data set (the bytes after the meta group), as a C-STORE sends it.
+func readFixture(tb testing.TB, file string) (part10.Meta, part10.Instance, []byte) {
+	tb.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	meta, inst, off, err := part10.ReadFileHeader(bytes.NewReader(raw))
+	if err != nil {
+		tb.Fatalf("%s: %v", file, err)
+	}
+	return meta, inst, raw[off:]
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"dpersona/gateway/dimse"
-	"dpersona/gateway/part10"
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/scu"
 	"dpersona/gateway/store"
@@ -153,15 +152,7 @@ func TestARTIMAndReadTimeout(t *testing.T) {
 // association is aborted and Shutdown returns.
 func TestShutdownFinishesInstanceInFlight(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
-	file := testutil.Testdata("dicom", "ct2-pydicom", "17136")
-	fh, _ := os.Open(file)
-	meta, _, off, err := part10.ReadFileHeader(fh)
-	fh.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := os.ReadFile(file)
-	data := raw[off:]
+	meta, _, data := readFixture(t, testutil.Testdata("dicom", "ct2-pydicom", "17136"))
 	c := rawAssociate(t, g.addr, "BUSY", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{meta.TransferSyntaxUID}})
 	defer c.Close()
 	cmd := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 5, AffectedSOPClassUID: meta.MediaStorageSOPClassUID, AffectedSOPInstanceUID: meta.MediaStorageSOPInstanceUID, CommandDataSetType: dimse.DataSetPresent}).Encode()

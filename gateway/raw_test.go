@@ -125,18 +125,7 @@ func TestMalformedPDUsAbortAndServerSurvives(t *testing.T) {
 // temporary file, no study.
 func TestDisconnectMidTransfer(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
-	file := testutil.Testdata("dicom", "lidc-ct-0005", "001.dcm")
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta, _, off, err := part10.ReadFileHeader(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := os.ReadFile(file)
-	data := raw[off:]
+	meta, _, data := readFixture(t, testutil.Testdata("dicom", "lidc-ct-0005", "001.dcm"))
 	c := rawAssociate(t, g.addr, "FLAKY", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{meta.TransferSyntaxUID}})
 	cmd := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 1, AffectedSOPClassUID: meta.MediaStorageSOPClassUID, AffectedSOPInstanceUID: meta.MediaStorageSOPInstanceUID, CommandDataSetType: dimse.DataSetPresent}).Encode()
 	w := bufio.NewWriter(c)
@@ -207,15 +196,7 @@ func sendStore(t *testing.T, c net.Conn, pcID byte, cmd *dimse.Command, data []b
 
 func TestStoreStatuses(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
-	file := testutil.Testdata("dicom", "ct2-pydicom", "17106")
-	f, _ := os.Open(file)
-	meta, inst, off, err := part10.ReadFileHeader(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := os.ReadFile(file)
-	data := raw[off:]
+	meta, inst, data := readFixture(t, testutil.Testdata("dicom", "ct2-pydicom", "17106"))
 	c := rawAssociate(t, g.addr, "TESTER", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.50", meta.TransferSyntaxUID}}, pdu.PresentationContextRQ{ID: 3, AbstractSyntax: "1.2.840.10008.5.1.4.1.1.4", TransferSyntaxes: []string{part10.ImplicitVRLittleEndian}})
 	defer c.Close()
 	store := func(msgID uint16, sopInstance string, pcID byte) *dimse.Command {
@@ -309,18 +290,11 @@ func TestPresentationContextPolicy(t *testing.T) {
 // read and the instance is stored.
 func TestCommandAndDataInOnePDU(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
-	file := testutil.Testdata("dicom", "ct5n-pydicom", "2392")
-	f, _ := os.Open(file)
-	meta, _, off, err := part10.ReadFileHeader(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := os.ReadFile(file)
+	meta, _, data := readFixture(t, testutil.Testdata("dicom", "ct5n-pydicom", "2392"))
 	c := rawAssociate(t, g.addr, "PACKED", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{meta.TransferSyntaxUID}})
 	defer c.Close()
 	cmd := (&dimse.Command{CommandField: dimse.CStoreRQ, MessageID: 3, AffectedSOPClassUID: meta.MediaStorageSOPClassUID, AffectedSOPInstanceUID: meta.MediaStorageSOPInstanceUID, CommandDataSetType: dimse.DataSetPresent}).Encode()
-	c.Write((&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 1, Command: true, Last: true, Data: cmd}, {ContextID: 1, Last: true, Data: raw[off:]}}}).Encode())
+	c.Write((&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 1, Command: true, Last: true, Data: cmd}, {ContextID: 1, Last: true, Data: data}}}).Encode())
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	v, err := pdu.Read(c, 1<<20)
 	if err != nil {
