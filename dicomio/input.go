@@ -30,6 +30,8 @@ type TilingSpec struct {
 	Tile [2]int `json:"tile,omitempty"`
 	// Overlap in pixels between neighbouring tiles (tile mode), less than the tile size.
 	Overlap int `json:"overlap,omitempty"`
+	// ROI says which tiles run (tile mode): ROIAll (default) or ROILung (see LungTiles).
+	ROI string `json:"roi,omitempty"`
 }
 
 // InputSpec mirrors the manifest's `input` object, so it can be decoded from it with encoding/json.
@@ -92,6 +94,17 @@ func (s *InputSpec) Validate() error {
 	case "resize":
 	default:
 		return bad("tiling.mode", "%q, want tile or resize", s.Tiling.Mode)
+	}
+	switch s.Tiling.ROI {
+	case "":
+		s.Tiling.ROI = ROIAll
+	case ROIAll:
+	case ROILung:
+		if s.Tiling.Mode != "tile" {
+			return bad("tiling.roi", "%q needs tile mode", s.Tiling.ROI)
+		}
+	default:
+		return bad("tiling.roi", "%q, want %s or %s", s.Tiling.ROI, ROIAll, ROILung)
 	}
 	return nil
 }
@@ -374,7 +387,9 @@ func (b *Blender) Result() ([][]float32, error) {
 	if b.weight != nil {
 		inv := make([]float32, len(b.weight))
 		for i, w := range b.weight {
-			inv[i] = 1 / w
+			if w > 0 { // 0: no tile covers the pixel (a plan restricted to a region of interest)
+				inv[i] = 1 / w
+			}
 		}
 		for m := range b.sum {
 			s := b.sum[m]

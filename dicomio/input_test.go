@@ -333,6 +333,8 @@ func TestInputSpecValidation(t *testing.T) {
 		func(s *InputSpec) { s.Tiling.Tile = [2]int{64, 64} },
 		func(s *InputSpec) { s.Intensity = IntensitySpec{Mode: "window", Center: 40} },
 		func(s *InputSpec) { s.Intensity = IntensitySpec{Mode: "scale", Scale: 1, QuantizeLevels: 256} },
+		func(s *InputSpec) { s.Tiling.ROI = "liver" },
+		func(s *InputSpec) { s.Tiling = TilingSpec{Mode: "resize", ROI: ROILung} },
 	}
 	for i, f := range bad {
 		s := good

@@ -64,6 +64,9 @@ type Tiling struct {
 	Mode    string `json:"mode"` // tile | resize
 	Tile    []int  `json:"tile,omitempty"`
 	Overlap int    `json:"overlap,omitempty"`
+	// ROI: which tiles of a slice run: "all" (default) or "lung" (chest CT: the tiles that
+	// contain lung; the serving side finds the lung, see dicomio.LungTiles).
+	ROI string `json:"roi,omitempty"`
 }
 
 // Rater is one stage-II head.
@@ -207,6 +210,15 @@ func (m *Manifest) Validate() error {
 	case "resize":
 	default:
 		bad("unknown tiling.mode %q (tile or resize)", in.Tiling.Mode)
+	}
+	switch in.Tiling.ROI {
+	case "", "all":
+	case "lung":
+		if in.Tiling.Mode != "tile" {
+			bad("tiling.roi lung needs tiling.mode tile")
+		}
+	default:
+		bad("unknown tiling.roi %q (all or lung)", in.Tiling.ROI)
 	}
 	if m.LatentSize < 1 {
 		bad("latent_size %d must be positive", m.LatentSize)

@@ -34,9 +34,12 @@ type EngineOptions struct {
 	Device string
 	// IntraOpThreads per session; 0 = the CPU count divided by Sessions (at least 1).
 	IntraOpThreads int
-	// Sessions is the pool size: how many graph runs may proceed at once (concurrent studies).
-	// 0 = 1. Sessions * IntraOpThreads is capped at the CPU count so that cores are not
-	// oversubscribed.
+	// Sessions is the pool size: how many graph runs may proceed at once (slices of a study, or
+	// concurrent studies). 0 = automatic: on the CPU, one single-threaded session per CPU (at most
+	// autoSessions), because this graph's many small convolutions parallelise better across runs
+	// than within one (on 2 cores, 2 sessions of 1 thread did a 28-slice CT in 0.78x the time of 1
+	// session of 2 threads); on CUDA, 1. Sessions * IntraOpThreads is capped at the CPU count so
+	// that cores are not oversubscribed.
 	Sessions int
 	// BatchSize is the most tiles per graph run; 0 = 8.
 	BatchSize int
@@ -77,8 +80,17 @@ func NewEngine(b *Bundle, opts EngineOptions) (*Engine, error) {
 	if _, err := InitRuntime(lib); err != nil {
 		return nil, &BundleError{Model: model, Err: err}
 	}
-	sessions := max(opts.Sessions, 1)
 	cpus := runtime.NumCPU()
+	sessions := opts.Sessions
+	if sessions <= 0 {
+		sessions = 1
+		if !strings.HasPrefix(opts.Device, "cuda") {
+			sessions = min(cpus, autoSessions)
+			if opts.IntraOpThreads > 0 {
+				sessions = max(1, min(sessions, cpus/opts.IntraOpThreads))
+			}
+		}
+	}
 	if sessions > cpus {
 		sessions = cpus
 	}
@@ -278,6 +290,11 @@ func (e *Engine) Device() string { return e.device }
 
 // DeviceNote explains a CPU fallback; empty when the requested device is in use.
 func (e *Engine) DeviceNote() string { return e.deviceNote }
+
+// autoSessions bounds the automatic pool: each session keeps its own buffers (about 0.2 GB at a
+// batch of 12 tiles of the lite model), and beyond a handful of concurrent runs a study has too
+// few slices in flight to use more.
+const autoSessions = 8
 
 // Threads is the intra-op thread count per session; Sessions the pool size.
 func (e *Engine) Threads() int  { return e.threads }

@@ -147,6 +147,11 @@ func TestLoadBundleRefusesBrokenBundles(t *testing.T) {
 		{"unknown intensity mode", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["input"].(map[string]any)["intensity"] = map[string]any{"mode": "zscore"} })
 		}, []string{"intensity.mode \"zscore\""}},
+		{"unknown region of interest", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) {
+				m["input"].(map[string]any)["tiling"].(map[string]any)["roi"] = "liver"
+			})
+		}, []string{"tiling.roi \"liver\""}},
 		{"no manifest", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, "manifest.json"))
 		}, []string{"reading manifest"}},

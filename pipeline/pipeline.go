@@ -51,6 +51,8 @@ type Request struct {
 	// Samples (S), BankSize (K) and Threshold override the manifest defaults when non-zero.
 	Samples, BankSize int
 	Threshold         float64
+	// ROI overrides the manifest's input.tiling.roi when set: dicomio.ROIAll or dicomio.ROILung.
+	ROI string
 	// Progress, when set, is called after each slice with the slices done and the total.
 	Progress func(done, total int)
 }
@@ -89,7 +91,9 @@ type Result struct {
 // Timings split the wall time of Process.
 type Timings struct {
 	Load, Infer, Encode, Total time.Duration
-	Tiles                      int
+	// Tiles run through the model, of TilesPlanned (every tile of every slice); fewer when a
+	// region of interest leaves tiles out.
+	Tiles, TilesPlanned int
 }
 
 // Stage says where processing failed.
@@ -165,7 +169,7 @@ func InputSpec(m *inference.Manifest) dicomio.InputSpec {
 		Channels: in.Channels, Height: in.Height, Width: in.Width,
 		Intensity: dicomio.IntensitySpec{Mode: in.Intensity.Mode, Scope: in.Intensity.Scope,
 			QuantizeLevels: in.Intensity.QuantizeLevels},
-		Tiling: dicomio.TilingSpec{Mode: in.Tiling.Mode, Overlap: in.Tiling.Overlap},
+		Tiling: dicomio.TilingSpec{Mode: in.Tiling.Mode, Overlap: in.Tiling.Overlap, ROI: in.Tiling.ROI},
 	}
 	deref := func(p *float64) float64 {
 		if p == nil {
@@ -241,9 +245,17 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 	if m.Input.Channels != 1 {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s takes %d input channels; a single series gives 1", m.Name, m.Input.Channels))
 	}
-	plan, err := tilePlan(InputSpec(m), series)
+	spec := InputSpec(m)
+	if req.ROI != "" {
+		spec.Tiling.ROI = req.ROI
+	}
+	plan, err := tilePlan(spec, series)
 	if err != nil {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s input spec: %w", m.Name, err))
+	}
+	plans, warnings, err := slicePlans(plan, series)
+	if err != nil {
+		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s: %w", m.Name, err))
 	}
 	loaded := time.Now()
 
@@ -264,7 +276,7 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				o, err := inferSlice(ctx, engine, plan, series.Slices[i].Pixels, noise, thr)
+				o, err := inferSlice(ctx, engine, plans[i], series.Slices[i].Pixels, noise, thr)
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {
@@ -304,7 +316,7 @@ feed:
 		StudyInstanceUID: series.StudyInstanceUID, SeriesInstanceUID: series.SeriesInstanceUID,
 		Slices: len(series.Slices), Rows: series.Rows, Cols: series.Cols,
 		Model: m.Name, ModelVersion: m.Version, Device: engine.Device(),
-		Samples: S, BankSize: K, Threshold: thr, Warnings: series.Warnings,
+		Samples: S, BankSize: K, Threshold: thr, Warnings: append(series.Warnings, warnings...),
 	}
 	for _, o := range outs {
 		res.Consensus = append(res.Consensus, o.consensus)
@@ -321,7 +333,10 @@ feed:
 	}
 	end := time.Now()
 	res.Timings = Timings{Load: loaded.Sub(start), Infer: inferred.Sub(loaded), Encode: end.Sub(inferred),
-		Total: end.Sub(start), Tiles: len(plan.Tiles) * len(series.Slices)}
+		Total: end.Sub(start), TilesPlanned: len(plan.Tiles) * len(series.Slices)}
+	for _, sp := range plans {
+		res.Timings.Tiles += len(sp.Tiles)
+	}
 	if p.Logger != nil {
 		p.Logger.Info("series processed", "study", res.StudyInstanceUID, "series", res.SeriesInstanceUID,
 			"slices", res.Slices, "model", m.Name, "device", res.Device, "segs", len(res.SEGs),
@@ -330,31 +345,68 @@ feed:
 	return res, nil
 }
 
-// inferSlice runs the model on one slice's tiles and blends the outputs back.
+// slicePlans gives each slice its tile plan: the series plan, or with roi "lung" the plan
+// restricted to the slice's lung (a slice without lung runs no tile). A series in which no slice
+// shows lung fails, because empty segmentations would read as "no nodule" when the truth is "not a
+// chest CT". A series that is not CT runs every tile, with a warning: the lung finder needs
+// Hounsfield units.
+func slicePlans(plan *dicomio.TilePlan, series *dicomio.Series) ([]*dicomio.TilePlan, []string, error) {
+	plans := make([]*dicomio.TilePlan, len(series.Slices))
+	if plan.Spec.Tiling.ROI != dicomio.ROILung || series.Modality != "CT" {
+		var warnings []string
+		if plan.Spec.Tiling.ROI == dicomio.ROILung {
+			warnings = append(warnings, fmt.Sprintf("region of interest %q needs CT; modality %s: every tile runs", dicomio.ROILung, orUnknown(series.Modality)))
+		}
+		for i := range plans {
+			plans[i] = plan
+		}
+		return plans, warnings, nil
+	}
+	found := false
+	for i, sl := range series.Slices {
+		p, err := plan.LungPlan(sl.Pixels, series.PixelSpacing)
+		if err != nil {
+			return nil, nil, err
+		}
+		plans[i] = p
+		found = found || len(p.Tiles) > 0
+	}
+	if !found {
+		return nil, nil, fmt.Errorf("region of interest %q: no slice of the series shows lung (air inside the body); is it a chest CT?", dicomio.ROILung)
+	}
+	return plans, nil, nil
+}
+
+// inferSlice runs the model on one slice's tiles and blends the outputs back; pixels that no tile
+// covers come out as probability 0.
 func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan, pixels []float32, noise inference.Noise, thr float64) (sliceOutput, error) {
-	tiles, err := plan.ExtractTiles(pixels)
-	if err != nil {
-		return sliceOutput{}, err
-	}
-	pred, err := e.Predict(ctx, tiles, len(plan.Tiles), noise)
-	if err != nil {
-		return sliceOutput{}, err
-	}
-	sampleMaps, err := plan.Blend(pred.SampleProbs, pred.S)
-	if err != nil {
-		return sliceOutput{}, err
-	}
-	raterMaps, err := plan.Blend(pred.RaterProbs, pred.R)
-	if err != nil {
-		return sliceOutput{}, err
-	}
 	pixelsN := plan.Rows * plan.Cols
-	flat := make([]float32, 0, pred.S*pixelsN)
+	S, R := noise.S, len(e.Bundle().Manifest.Raters)
+	var sampleMaps, raterMaps [][]float32
+	if len(plan.Tiles) == 0 {
+		sampleMaps, raterMaps = zeroMaps(S, pixelsN), zeroMaps(R, pixelsN)
+	} else {
+		tiles, err := plan.ExtractTiles(pixels)
+		if err != nil {
+			return sliceOutput{}, err
+		}
+		pred, err := e.Predict(ctx, tiles, len(plan.Tiles), noise)
+		if err != nil {
+			return sliceOutput{}, err
+		}
+		if sampleMaps, err = plan.Blend(pred.SampleProbs, pred.S); err != nil {
+			return sliceOutput{}, err
+		}
+		if raterMaps, err = plan.Blend(pred.RaterProbs, pred.R); err != nil {
+			return sliceOutput{}, err
+		}
+	}
+	flat := make([]float32, 0, S*pixelsN)
 	for _, m := range sampleMaps {
 		flat = append(flat, m...)
 	}
 	var o sliceOutput
-	o.consensus, o.uncert = inference.ConsensusAndUncertainty(flat, pred.S, pixelsN)
+	o.consensus, o.uncert = inference.ConsensusAndUncertainty(flat, S, pixelsN)
 	for _, m := range sampleMaps {
 		o.samples = append(o.samples, inference.Threshold(m, thr))
 	}
@@ -362,6 +414,14 @@ func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan
 		o.raters = append(o.raters, inference.Threshold(m, thr))
 	}
 	return o, nil
+}
+
+func zeroMaps(n, size int) [][]float32 {
+	out := make([][]float32, n)
+	for i := range out {
+		out[i] = make([]float32, size)
+	}
+	return out
 }
 
 // describe builds one SEG's description and masks [segment][slice].

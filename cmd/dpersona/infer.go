@@ -27,6 +27,7 @@ type inferOptions struct {
 	samples   int
 	bank      int
 	threshold float64
+	roi       string
 }
 
 func newInferCommand() *cobra.Command {
@@ -52,6 +53,7 @@ func newInferCommand() *cobra.Command {
 	fs.IntVar(&o.samples, "samples", 0, "stage-I samples S (default: the manifest's)")
 	fs.IntVar(&o.bank, "bank", 0, "stage-II bank size K (default: the manifest's)")
 	fs.Float64Var(&o.threshold, "threshold", 0, "mask threshold (default: the manifest's)")
+	fs.StringVar(&o.roi, "roi", "", "which tiles run: all, or lung (CT: tiles that contain lung) (default: the manifest's input.tiling.roi)")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -94,7 +96,7 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 		bar := newProgressBar(stderr, filepath.Base(filepath.Clean(in)))
 		start := time.Now()
 		res, err := proc.Process(ctx, pipeline.Request{SeriesFiles: files, Outputs: outputs, Seed: o.seed,
-			Samples: o.samples, BankSize: o.bank, Threshold: o.threshold, Progress: bar.update})
+			Samples: o.samples, BankSize: o.bank, Threshold: o.threshold, ROI: o.roi, Progress: bar.update})
 		bar.finish()
 		if err != nil {
 			fmt.Fprintf(stdout, "FAILED %s: %v\n", in, err)
@@ -113,8 +115,8 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 			}
 			written = append(written, fmt.Sprintf("%s (%d segments, %d frames)", p, seg.Segments, seg.Frames))
 		}
-		fmt.Fprintf(stdout, "%s: series %s, %d slices %dx%d, %d tiles in %.2fs (load %.2fs, infer %.2fs, encode %.2fs)\n",
-			in, res.SeriesInstanceUID, res.Slices, res.Rows, res.Cols, res.Timings.Tiles, time.Since(start).Seconds(),
+		fmt.Fprintf(stdout, "%s: series %s, %d slices %dx%d, %d of %d tiles in %.2fs (load %.2fs, infer %.2fs, encode %.2fs)\n",
+			in, res.SeriesInstanceUID, res.Slices, res.Rows, res.Cols, res.Timings.Tiles, res.Timings.TilesPlanned, time.Since(start).Seconds(),
 			res.Timings.Load.Seconds(), res.Timings.Infer.Seconds(), res.Timings.Encode.Seconds())
 		for _, w := range res.Warnings {
 			fmt.Fprintf(stdout, "  warning: %s\n", w)

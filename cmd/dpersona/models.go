@@ -41,7 +41,7 @@ func (f *modelFlags) register(cmd *cobra.Command, withModel bool) {
 	fs.StringVar(&f.ORTLib, "ort-lib", "", "onnxruntime shared library (default: $"+inference.ORTLibEnv+", then third_party/onnxruntime/"+inference.ORTLibName+")")
 	fs.StringVar(&f.Device, "device", "cpu", "execution device: cpu or cuda:N (falls back to the CPU, with a message, when CUDA is unavailable)")
 	fs.IntVar(&f.Threads, "threads", 0, "intra-op threads per session (default: CPUs / sessions)")
-	fs.IntVar(&f.Sessions, "sessions", 1, "concurrent onnxruntime sessions (sessions x threads is kept within the CPU count)")
+	fs.IntVar(&f.Sessions, "sessions", 0, "concurrent onnxruntime sessions (default: on the CPU one single-threaded session per CPU, up to 8; on CUDA 1; sessions x threads is kept within the CPU count)")
 	fs.IntVar(&f.Batch, "batch", 8, "tiles per graph run")
 	fs.BoolVar(&f.Spin, "spin", false, "let idle onnxruntime threads busy-wait (faster on an idle machine, wasteful on a shared one)")
 }
