@@ -90,6 +90,8 @@ type gatewayOptions struct {
 	// maxInstance is the instance size limit (0 = none); tls serves DICOM TLS instead of TCP.
 	maxInstance int64
 	tls         *tls.Config
+	// noSync skips every fsync (benchmarks that split the cost of durability from the rest).
+	noSync bool
 }
 
 func startGateway(t testing.TB, opt gatewayOptions) *testGateway {
@@ -108,7 +110,7 @@ func startGateway(t testing.TB, opt gatewayOptions) *testGateway {
 	}
 	logs := &logBuffer{}
 	logger := obs.NewLogger(logs, slog.LevelDebug) // the production logger: JSON, correlation ids
-	st, err := store.Open(opt.dataDir, store.Options{})
+	st, err := store.Open(opt.dataDir, store.Options{NoSync: opt.noSync})
 	if err != nil {
 		t.Fatal(err)
 	}

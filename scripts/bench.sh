@@ -17,4 +17,6 @@ for part in gateway inference pipeline training; do
 done
 echo "=== bench: Go micro-benchmarks"
 go test -run '^$' -bench . -benchtime 3x ./dicomio/... ./inference/... || status=1
+# The cost of durability on this disk: the receive path with and without its fsyncs, same run.
+go test -run '^$' -bench ReceiveStorescu -benchtime 5x ./gateway/ || status=1
 exit $status
