@@ -113,6 +113,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    import numpy as np
     import torch
     from .checkpoint import load_checkpoint
     from .data import load_any, order_raters, MultiRaterSet
@@ -123,14 +124,20 @@ def cmd_evaluate(args) -> int:
     ds = load_any(args.data, cfg.model.num_raters)
     if args.limit:
         ds = ds.subset(range(min(args.limit, len(ds))))
-    ds = MultiRaterSet(ds.images, order_raters(ds.masks, cfg.rater_order), ds.ids, ds.source)
+    masks = order_raters(ds.masks, cfg.rater_order)
+    images = ds.images
+    if args.shift:
+        # Off-centre crops, as full-slice tiles present nodules: a fixed random shift per image.
+        from .data import shift_crops
+        images, masks = shift_crops(images, masks, args.shift, np.random.RandomState(args.seed))
+    ds = MultiRaterSet(images, masks, ds.ids, ds.source)
     device = torch.device(args.device) if args.device else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     res = evaluate_model(model, ds, samples=args.samples or cfg.default_samples,
                          bank_size=args.bank or cfg.default_bank_size, heads=(stage == 2),
                          threshold=cfg.threshold, seed=args.seed, device=device)
-    res = {"checkpoint": args.checkpoint, "data": args.data, "stage": stage,
+    res = {"checkpoint": args.checkpoint, "data": args.data, "stage": stage, "shift": args.shift,
            "samples": args.samples or cfg.default_samples,
            "bank_size": args.bank or cfg.default_bank_size, "metrics": res}
     if args.json:
@@ -146,7 +153,7 @@ def cmd_export(args) -> int:
     path = export_bundle(args.checkpoint, args.out, golden_data=args.golden_data,
                          golden_count=args.golden_count, metrics_path=args.metrics,
                          version=args.version, name=args.name, opset=args.opset,
-                         dataset=args.dataset, notes=args.notes)
+                         dataset=args.dataset, notes=args.notes, roi=args.roi)
     print(path)
     return 0
 
@@ -177,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config field, e.g. --set batch_size=24 --set model.stem_width=32")
     pt.add_argument("--epochs", type=int, help="override the stage's epoch count")
     pt.add_argument("--resume", action="store_true", help="continue from RUN/stageN/last.pt")
-    pt.add_argument("--init", help="stage 2: stage I checkpoint (default RUN/stage1/best.pt)")
+    pt.add_argument("--init", help="stage 2: stage I checkpoint (default RUN/stage1/best.pt); "
+                                   "stage 1: a checkpoint to fine-tune from")
     pt.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     pt.add_argument("--threads", type=int, help="torch CPU threads")
     pt.add_argument("--no-progress", action="store_true")
@@ -189,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--samples", type=int, help="stage I samples S (default: config)")
     pe.add_argument("--bank", type=int, help="stage II bank size K (default: config)")
     pe.add_argument("--limit", type=int, help="first N images only")
+    pe.add_argument("--shift", type=int, default=0,
+                    help="shift each image (and its masks) by up to N pixels per axis, reflect "
+                         "padding, seeded by --seed: how the model does on off-centre nodules")
     pe.add_argument("--seed", type=int, default=1337)
     pe.add_argument("--device")
     pe.add_argument("--threads", type=int)
@@ -207,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     px.add_argument("--dataset", default="LIDC-IDRI (4 raters)")
     px.add_argument("--opset", type=int, default=13)
     px.add_argument("--notes", help="free text recorded in manifest training.notes")
+    px.add_argument("--roi", choices=["all", "lung"], default="lung",
+                    help="which tiles of a slice the server runs (manifest input.tiling.roi): lung "
+                         "(chest CT, tiles placed on the lung; for lung-nodule models such as "
+                         "LIDC-IDRI) or all")
     px.set_defaults(func=cmd_export)
     return p
 

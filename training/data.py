@@ -191,3 +191,26 @@ def to_tensors(images: np.ndarray, masks: np.ndarray) -> Tuple[torch.Tensor, tor
     """uint8 -> model input image/255 (the reference's LIDC mapping) and float masks."""
     return (torch.from_numpy(images.astype(np.float32) / 255.0),
             torch.from_numpy(masks.astype(np.float32)))
+
+
+def shift_crops(images: np.ndarray, masks: np.ndarray, max_shift: int,
+                rng: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
+    """Translate each crop (and its masks with it) by (dy, dx) drawn uniformly from
+    [-max_shift, max_shift], filling the uncovered border by reflection. images [N,C,H,W],
+    masks [N,R,H,W]; returns new arrays of the same shapes and dtypes."""
+    if max_shift <= 0:
+        return images, masks
+    n, _, h, w = images.shape
+    if max_shift >= min(h, w):
+        raise ValueError(f"shift {max_shift} must be smaller than the crop {h}x{w}")
+    out_i = np.empty_like(images)
+    out_m = np.empty_like(masks)
+    s = max_shift
+    pad = ((0, 0), (s, s), (s, s))
+    for k in range(n):
+        dy, dx = rng.randint(-s, s + 1, size=2)
+        img = np.pad(images[k], pad, mode="reflect")
+        msk = np.pad(masks[k], pad, mode="reflect")
+        out_i[k] = img[:, s - dy:s - dy + h, s - dx:s - dx + w]
+        out_m[k] = msk[:, s - dy:s - dy + h, s - dx:s - dx + w]
+    return out_i, out_m

@@ -159,7 +159,9 @@ def _scalar_metrics(metrics: Dict) -> Dict[str, float]:
 
 def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics: Dict,
                    version: str, name: Optional[str], dataset: str,
-                   notes: Optional[str] = None) -> Dict:
+                   notes: Optional[str] = None, roi: str = "lung") -> Dict:
+    if roi not in ("all", "lung"):
+        raise ValueError(f"roi {roi!r}: want 'all' or 'lung'")
     return {
         "format_version": FORMAT_VERSION,
         "name": name or f"dpersona-lidc-{cfg.name}",
@@ -174,8 +176,10 @@ def build_manifest(cfg: TrainConfig, stage: int, checkpoint_state: Dict, metrics
             "width": cfg.model.image_size,
             # The LIDC crops are 8-bit min-max normalised per 128x128 crop (data/README.md).
             "intensity": {"mode": "minmax", "scope": "tile", "quantize_levels": 256},
+            # roi "lung": the server runs only tiles placed on the lung of a chest CT slice (the
+            # model was trained on lung crops only; docs/model-bundle.md).
             "tiling": {"mode": "tile", "tile": [cfg.model.image_size, cfg.model.image_size],
-                       "overlap": cfg.model.image_size // 4},
+                       "overlap": cfg.model.image_size // 4, "roi": roi},
         },
         "latent_size": cfg.model.latent_size,
         "raters": rater_entries(cfg),
@@ -221,7 +225,8 @@ def run_summary(checkpoint: str, batch_size: int) -> Dict[str, Dict]:
 def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count: int = 2,
                   metrics_path: Optional[str] = None, version: Optional[str] = None,
                   name: Optional[str] = None, opset: int = 13,
-                  dataset: str = "LIDC-IDRI (4 raters)", notes: Optional[str] = None) -> str:
+                  dataset: str = "LIDC-IDRI (4 raters)", notes: Optional[str] = None,
+                  roi: str = "lung") -> str:
     cfg, model, stage = load_checkpoint(checkpoint)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     metrics: Dict = {}
@@ -251,7 +256,7 @@ def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count:
             json.dump({"checkpoint": os.path.basename(checkpoint), "stage": stage,
                        "validation": metrics}, f, indent=2)
         manifest = build_manifest(cfg, stage, {"epochs_total": epochs_total}, metrics, version,
-                                  name, dataset, notes)
+                                  name, dataset, notes, roi)
         if runs:
             manifest["training"]["trained"] = runs
         files = {}

@@ -22,7 +22,7 @@ import torch
 
 from . import losses
 from .config import TrainConfig
-from .data import MultiRaterSet, order_raters, to_tensors
+from .data import MultiRaterSet, order_raters, shift_crops, to_tensors
 from .evaluate import evaluate_model
 from .model import DPersona, load_encoder_weights
 
@@ -159,7 +159,9 @@ class Trainer:
         bs = self.cfg.batch_size
         for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
             idx = np.sort(order[i:i + bs])
-            img, msk = to_tensors(self.train_images[idx], self.train_masks[idx])
+            images, masks = shift_crops(self.train_images[idx], self.train_masks[idx],
+                                        self.cfg.shift_augment, rng)
+            img, msk = to_tensors(images, masks)
             yield img.to(self.device), msk.to(self.device)
 
     def _steps_per_epoch(self, stage: int) -> int:
@@ -181,7 +183,13 @@ class Trainer:
         seed_everything(cfg.seed + stage)
         model = DPersona(cfg.model).to(self.device)
         if stage == 1:
-            if cfg.encoder_weights:
+            if init_checkpoint:
+                # Fine-tuning: every stage-I weight starts from an earlier run's checkpoint.
+                if not os.path.isfile(init_checkpoint):
+                    raise TrainingError(f"--init checkpoint {init_checkpoint} not found")
+                state = torch.load(init_checkpoint, map_location="cpu", weights_only=False)
+                model.load_state_dict(state["model"])
+            elif cfg.encoder_weights:
                 load_encoder_weights(model, cfg.encoder_weights)
             params = [p for m in model.stage1_modules() for p in m.parameters()]
         else:

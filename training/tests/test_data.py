@@ -8,7 +8,7 @@ from PIL import Image
 
 from training.cli import main as cli_main
 from training.data import (DataError, load_any, load_npz, load_png_tree, order_raters,
-                           split_by_patient)
+                           shift_crops, split_by_patient)
 
 
 def write_tree(root, patients=2, nodules=2, slices=2, raters=4, size=16, seed=0):
@@ -126,3 +126,29 @@ def test_cli_reports_missing_data_file(tmp_path, capsys):
                    "--data", str(tmp_path / "missing.npz")])
     assert rc == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+def test_shift_crops_moves_image_and_masks_together():
+    rng = np.random.RandomState(7)
+    images = np.zeros((20, 1, 128, 128), np.uint8)
+    masks = np.zeros((20, 4, 128, 128), np.uint8)
+    images[:, :, 60:68, 58:70] = 200  # a "nodule" near the centre, outlined by every rater
+    masks[:, :, 60:68, 58:70] = 1
+    shifted_i, shifted_m = shift_crops(images, masks, 48, rng)
+    assert shifted_i.shape == images.shape and shifted_m.shape == masks.shape
+    assert shifted_i.dtype == np.uint8 and shifted_m.dtype == np.uint8
+    offsets = set()
+    for k in range(20):
+        ys, xs = np.nonzero(shifted_i[k, 0] == 200)
+        dy, dx = int(ys.min()) - 60, int(xs.min()) - 58
+        assert abs(dy) <= 48 and abs(dx) <= 48
+        offsets.add((dy, dx))
+        # the masks moved by the same offset, and nothing was lost or invented
+        for r in range(4):
+            assert np.array_equal(shifted_m[k, r], (shifted_i[k, 0] == 200).astype(np.uint8))
+    assert len(offsets) > 10  # the shifts vary from crop to crop
+    # no shift leaves the arrays alone; a shift as large as the crop is refused
+    same_i, same_m = shift_crops(images, masks, 0, rng)
+    assert same_i is images and same_m is masks
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        shift_crops(images, masks, 128, rng)
