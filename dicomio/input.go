@@ -30,7 +30,7 @@ type TilingSpec struct {
 	Tile [2]int `json:"tile,omitempty"`
 	// Overlap in pixels between neighbouring tiles (tile mode), less than the tile size.
 	Overlap int `json:"overlap,omitempty"`
-	// ROI says which tiles run (tile mode): ROIAll (default) or ROILung (see LungTiles).
+	// ROI says which tiles run (tile mode): ROIAll (default) or ROILung (see LungPlan).
 	ROI string `json:"roi,omitempty"`
 }
 

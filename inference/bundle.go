@@ -65,7 +65,7 @@ type Tiling struct {
 	Tile    []int  `json:"tile,omitempty"`
 	Overlap int    `json:"overlap,omitempty"`
 	// ROI: which tiles of a slice run: "all" (default) or "lung" (chest CT: the tiles that
-	// contain lung; the serving side finds the lung, see dicomio.LungTiles).
+	// contain lung; the serving side finds the lung, see dicomio.TilePlan.LungPlan).
 	ROI string `json:"roi,omitempty"`
 }
 
