@@ -122,11 +122,10 @@ type TilePlan struct {
 	// Invert flips the mapped [0,1] input (x -> 1-x) in minmax and window modes, so a
 	// MONOCHROME1 image reaches the model as it is displayed (dark = low). PlanTilesForSeries
 	// sets it from the series; scale mode ignores it.
-	Invert  bool
-	weightY [][]float32 // per tile row position index: blend weights along y
-	weightX [][]float32
-	tileWY  []int // index into weightY per tile
-	tileWX  []int
+	Invert bool
+	// weightY and weightX are every tile's blend weights along y and x: all tiles of a plan have
+	// the same size, so they share one ramp per axis.
+	weightY, weightX []float32
 }
 
 // PlanTiles validates spec and lays tiles over a rows x cols slice: tiles start every
@@ -146,17 +145,11 @@ func PlanTiles(spec InputSpec, rows, cols int) (*TilePlan, error) {
 	}
 	ys := axisStarts(rows, spec.Height, spec.Tiling.Overlap)
 	xs := axisStarts(cols, spec.Width, spec.Tiling.Overlap)
-	for range ys {
-		p.weightY = append(p.weightY, rampWeights(min(spec.Height, rows), spec.Tiling.Overlap))
-	}
-	for range xs {
-		p.weightX = append(p.weightX, rampWeights(min(spec.Width, cols), spec.Tiling.Overlap))
-	}
-	for i, y := range ys {
-		for j, x := range xs {
+	p.weightY = rampWeights(min(spec.Height, rows), spec.Tiling.Overlap)
+	p.weightX = rampWeights(min(spec.Width, cols), spec.Tiling.Overlap)
+	for _, y := range ys {
+		for _, x := range xs {
 			p.Tiles = append(p.Tiles, Tile{Y: y, X: x, H: min(spec.Height, rows), W: min(spec.Width, cols)})
-			p.tileWY = append(p.tileWY, i)
-			p.tileWX = append(p.tileWX, j)
 		}
 	}
 	return p, nil
@@ -340,7 +333,7 @@ func (b *Blender) Add(tile int, out []float32) error {
 		return nil
 	}
 	t := p.Tiles[tile]
-	wy, wx := p.weightY[p.tileWY[tile]], p.weightX[p.tileWX[tile]]
+	wy, wx := p.weightY, p.weightX
 	rowW := make([]float32, t.W)
 	for y := 0; y < t.H; y++ {
 		d0 := (t.Y+y)*p.Cols + t.X

@@ -61,15 +61,13 @@ func (p *TilePlan) LungPlan(hu []float32, spacing [2]float64) (*TilePlan, error)
 			y0, y1, x0, x1 = min(y0, y), max(y1, y), min(x0, x), max(x1, x)
 		}
 	}
-	sub := &TilePlan{Spec: p.Spec, Rows: p.Rows, Cols: p.Cols, Invert: p.Invert}
+	sub := &TilePlan{Spec: p.Spec, Rows: p.Rows, Cols: p.Cols, Invert: p.Invert, weightY: p.weightY, weightX: p.weightX}
 	if y1 < 0 {
 		return sub, nil
 	}
 	my, mx := int(lungMarginMM/spacingOr1(spacing[0])+0.5), int(lungMarginMM/spacingOr1(spacing[1])+0.5)
 	py0, py1 := max(0, y0*cellY-my), min(p.Rows, (y1+1)*cellY+my)
 	px0, px1 := max(0, x0*cellX-mx), min(p.Cols, (x1+1)*cellX+mx)
-	ramp := rampWeights(H, p.Spec.Tiling.Overlap)
-	rampX := rampWeights(W, p.Spec.Tiling.Overlap)
 	for _, ty := range regionStarts(py0, py1, p.Rows, H, p.Spec.Tiling.Overlap) {
 		for _, tx := range regionStarts(px0, px1, p.Cols, W, p.Spec.Tiling.Overlap) {
 			// Keep the tile when a lung cell lies (at least partly) inside it.
@@ -86,10 +84,6 @@ func (p *TilePlan) LungPlan(hu []float32, spacing [2]float64) (*TilePlan, error)
 				continue
 			}
 			sub.Tiles = append(sub.Tiles, Tile{Y: ty, X: tx, H: H, W: W})
-			sub.tileWY = append(sub.tileWY, len(sub.weightY))
-			sub.tileWX = append(sub.tileWX, len(sub.weightX))
-			sub.weightY = append(sub.weightY, ramp)
-			sub.weightX = append(sub.weightX, rampX)
 		}
 	}
 	return sub, nil

@@ -85,10 +85,7 @@ func NewEngine(b *Bundle, opts EngineOptions) (*Engine, error) {
 	if sessions <= 0 {
 		sessions = 1
 		if !strings.HasPrefix(opts.Device, "cuda") {
-			sessions = min(cpus, autoSessions)
-			if opts.IntraOpThreads > 0 {
-				sessions = max(1, min(sessions, cpus/opts.IntraOpThreads))
-			}
+			sessions = min(cpus, autoSessions) // fewer below when IntraOpThreads asks for more
 		}
 	}
 	if sessions > cpus {

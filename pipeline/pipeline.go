@@ -382,10 +382,9 @@ func slicePlans(plan *dicomio.TilePlan, series *dicomio.Series) ([]*dicomio.Tile
 func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan, pixels []float32, noise inference.Noise, thr float64) (sliceOutput, error) {
 	pixelsN := plan.Rows * plan.Cols
 	S, R := noise.S, len(e.Bundle().Manifest.Raters)
-	var sampleMaps, raterMaps [][]float32
-	if len(plan.Tiles) == 0 {
-		sampleMaps, raterMaps = zeroMaps(S, pixelsN), zeroMaps(R, pixelsN)
-	} else {
+	// A plan without tiles (a slice without lung) blends to zero maps.
+	var sampleProbs, raterProbs []float32
+	if len(plan.Tiles) > 0 {
 		tiles, err := plan.ExtractTiles(pixels)
 		if err != nil {
 			return sliceOutput{}, err
@@ -394,12 +393,15 @@ func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan
 		if err != nil {
 			return sliceOutput{}, err
 		}
-		if sampleMaps, err = plan.Blend(pred.SampleProbs, pred.S); err != nil {
-			return sliceOutput{}, err
-		}
-		if raterMaps, err = plan.Blend(pred.RaterProbs, pred.R); err != nil {
-			return sliceOutput{}, err
-		}
+		sampleProbs, raterProbs = pred.SampleProbs, pred.RaterProbs
+	}
+	sampleMaps, err := plan.Blend(sampleProbs, S)
+	if err != nil {
+		return sliceOutput{}, err
+	}
+	raterMaps, err := plan.Blend(raterProbs, R)
+	if err != nil {
+		return sliceOutput{}, err
 	}
 	flat := make([]float32, 0, S*pixelsN)
 	for _, m := range sampleMaps {
@@ -414,14 +416,6 @@ func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan
 		o.raters = append(o.raters, inference.Threshold(m, thr))
 	}
 	return o, nil
-}
-
-func zeroMaps(n, size int) [][]float32 {
-	out := make([][]float32, n)
-	for i := range out {
-		out[i] = make([]float32, size)
-	}
-	return out
 }
 
 // describe builds one SEG's description and masks [segment][slice].
