@@ -24,17 +24,7 @@ func tinyBundle() string { return filepath.Join(testutil.RepoRoot(), "inference"
 // requireORT returns the pinned onnxruntime library, skipping (failing under CI) when absent.
 func requireORT(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv(ORTLibEnv)
-	if p == "" {
-		p = filepath.Join(testutil.RepoRoot(), "third_party", "onnxruntime", ORTLibName)
-	}
-	if _, err := os.Stat(p); err != nil {
-		if testutil.InCI() {
-			t.Fatalf("onnxruntime library %s missing: `make test` runs scripts/setup.sh, which installs it", p)
-		}
-		t.Skipf("onnxruntime library %s missing (run scripts/setup.sh)", p)
-	}
-	return p
+	return testutil.RequireORT(t, ORTLibEnv, ORTLibName)
 }
 
 func newTinyEngine(t testing.TB, opts EngineOptions) *Engine {

@@ -18,16 +18,7 @@ import (
 
 func tinyEngine(t testing.TB) *inference.Engine {
 	t.Helper()
-	lib := os.Getenv(inference.ORTLibEnv)
-	if lib == "" {
-		lib = filepath.Join(testutil.RepoRoot(), "third_party", "onnxruntime", inference.ORTLibName)
-	}
-	if _, err := os.Stat(lib); err != nil {
-		if testutil.InCI() {
-			t.Fatalf("onnxruntime library %s missing: `make test` runs scripts/setup.sh", lib)
-		}
-		t.Skipf("onnxruntime library %s missing (run scripts/setup.sh)", lib)
-	}
+	lib := testutil.RequireORT(t, inference.ORTLibEnv, inference.ORTLibName)
 	b, err := inference.LoadBundle(filepath.Join(testutil.RepoRoot(), "inference", "testdata", "tiny"))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"dpersona/dicomio"
+	"dpersona/inference"
 	"dpersona/internal/testutil"
 )
 
@@ -16,18 +17,9 @@ import (
 // the pinned onnxruntime library.
 func modelCommandEnv(t *testing.T) (bin, bundle string, env []string) {
 	t.Helper()
-	lib := os.Getenv("DPERSONA_ORT_LIB")
-	if lib == "" {
-		lib = filepath.Join(testutil.RepoRoot(), "third_party", "onnxruntime", "libonnxruntime.so.1.27.0")
-	}
-	if _, err := os.Stat(lib); err != nil {
-		if testutil.InCI() {
-			t.Fatalf("onnxruntime library %s missing: `make test` runs scripts/setup.sh", lib)
-		}
-		t.Skipf("onnxruntime library %s missing (run scripts/setup.sh)", lib)
-	}
+	lib := ortLibrary(t)
 	return testutil.BuildDpersona(t), filepath.Join(testutil.RepoRoot(), "inference", "testdata", "tiny"),
-		append(os.Environ(), "DPERSONA_ORT_LIB="+lib)
+		append(os.Environ(), inference.ORTLibEnv+"="+lib)
 }
 
 func runDpersona(t *testing.T, bin string, env []string, dir string, args ...string) (string, error) {

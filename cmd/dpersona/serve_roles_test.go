@@ -21,17 +21,7 @@ import (
 
 func ortLibrary(t *testing.T) string {
 	t.Helper()
-	lib := os.Getenv(inference.ORTLibEnv)
-	if lib == "" {
-		lib = filepath.Join(testutil.RepoRoot(), "third_party", "onnxruntime", inference.ORTLibName)
-	}
-	if _, err := os.Stat(lib); err != nil {
-		if testutil.InCI() {
-			t.Fatalf("onnxruntime library %s missing: scripts/setup.sh installs it", lib)
-		}
-		t.Skipf("onnxruntime library %s missing (run scripts/setup.sh)", lib)
-	}
-	return lib
+	return testutil.RequireORT(t, inference.ORTLibEnv, inference.ORTLibName)
 }
 
 // pipelineStudy is the /api/studies entry with the bus's fields.

@@ -31,6 +31,25 @@ func RequireTool(t testing.TB, name string) string {
 	return p
 }
 
+// RequireORT returns the onnxruntime library the tests use: $envVar when set, else
+// third_party/onnxruntime/<fileName> of this checkout (scripts/setup.sh installs it). Without it
+// the test is skipped, and fails under CI. The names come from the caller (package inference's
+// ORTLibEnv and ORTLibName), because inference's own tests use this package.
+func RequireORT(t testing.TB, envVar, fileName string) string {
+	t.Helper()
+	p := os.Getenv(envVar)
+	if p == "" {
+		p = filepath.Join(RepoRoot(), "third_party", "onnxruntime", fileName)
+	}
+	if _, err := os.Stat(p); err != nil {
+		if InCI() {
+			t.Fatalf("onnxruntime library %s missing: `make test` runs scripts/setup.sh, which installs it", p)
+		}
+		t.Skipf("onnxruntime library %s missing (run scripts/setup.sh)", p)
+	}
+	return p
+}
+
 // RepoRoot is the module root, found from this file's location.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
