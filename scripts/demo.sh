@@ -31,15 +31,8 @@ ORTHANC_BIN=$(command -v Orthanc || echo /usr/sbin/Orthanc)
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# wait_http URL SECONDS: until the URL answers 200.
-wait_http() {
-  local end=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.1
-  done
-}
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 rm -rf "$WORK"
 mkdir -p "$WORK/out" "$WORK/orthanc/db"
@@ -47,12 +40,7 @@ chmod 0777 "$WORK/orthanc" "$WORK/orthanc/db"
 
 PIDS=()
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_pids "${PIDS[@]}"
   # The PACS database and the gateway's data are demo scratch; the table and previews stay.
   rm -rf "$WORK/orthanc/db" "$WORK/data"
 }
