@@ -67,27 +67,21 @@ func (b *Bus) RunExportWorker(ctx context.Context, opt ExportOptions) error {
 	if opt.Exporter == nil {
 		return fmt.Errorf("export worker for %s: no exporter", opt.Destination.Name)
 	}
-	cons, err := b.ensureConsumer(ctx, StreamResults, jetstream.ConsumerConfig{
-		Durable:       ExportConsumerName(opt.Destination.Name),
-		Description:   "export to " + opt.Destination.Name,
-		FilterSubject: SubjectResultPrefix + escapeToken(opt.Destination.Name),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       opt.AckWait,
-		MaxDeliver:    opt.MaxDeliver,
-		MaxAckPending: 1000,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	q, err := b.openWorkQueue(ctx, workQueueConfig{Stream: StreamResults, Durable: ExportConsumerName(opt.Destination.Name),
+		Description: "export to " + opt.Destination.Name, Filter: SubjectResultPrefix + escapeToken(opt.Destination.Name),
+		DeadKind: "result", AckWait: opt.AckWait, MaxDeliver: opt.MaxDeliver, Backoff: opt.Backoff})
 	if err != nil {
 		return err
 	}
-	w := &exportWorker{bus: b, opt: opt}
+	w := &exportWorker{bus: b, q: q, opt: opt}
 	b.log.Info("export worker started", "destination", opt.Destination.Name, "kind", opt.Destination.Kind)
-	b.consumeLoop(ctx, cons, w.handle)
+	q.run(ctx, 1, w.handle)
 	return nil
 }
 
 type exportWorker struct {
 	bus *Bus
+	q   *workQueue
 	opt ExportOptions
 }
 
@@ -97,22 +91,17 @@ type fileOutcome struct {
 	skip                  bool // delivered by an earlier attempt: leave its record alone
 }
 
-func (w *exportWorker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *exportWorker) handle(ctx context.Context, it *workItem) {
 	b := w.bus
 	dest := w.opt.Destination
-	meta, err := msg.Metadata()
-	if err != nil {
-		msg.Term()
-		return
-	}
-	attempt := int(meta.NumDelivered)
+	attempt := it.Attempt
 	var job ExportJob
-	if err := json.Unmarshal(msg.Data(), &job); err != nil || len(job.Objects) == 0 {
+	if err := json.Unmarshal(it.Data(), &job); err != nil || len(job.Objects) == 0 {
 		reason := "export job is not valid JSON or lists no objects"
 		if err != nil {
 			reason += ": " + err.Error()
 		}
-		w.deadLetter(ctx, msg, meta, reason)
+		w.deadLetter(ctx, it, reason)
 		return
 	}
 	log := b.log.With("study", job.StudyInstanceUID, "destination", dest.Name, "attempt", attempt)
@@ -144,7 +133,7 @@ func (w *exportWorker) handle(ctx context.Context, msg jetstream.Msg) {
 			continue
 		}
 		if err != nil {
-			w.retry(ctx, msg, meta, job, nil, fmt.Errorf("read SEG %s from the results store: %w", o.Object, err))
+			w.retry(ctx, it, job, nil, fmt.Errorf("read SEG %s from the results store: %w", o.Object, err))
 			return
 		}
 		files = append(files, ExportFile{SOPClassUID: o.SOPClassUID, SOPInstanceUID: o.SOPInstanceUID, Data: data})
@@ -156,7 +145,7 @@ func (w *exportWorker) handle(ctx context.Context, msg jetstream.Msg) {
 			timeout = 2 * time.Minute
 		}
 		ectx, cancel := context.WithTimeout(ctx, timeout)
-		stop := keepInProgress(msg, w.opt.AckWait)
+		stop := w.q.KeepInProgress(it)
 		start := time.Now()
 		statuses, err := w.opt.Exporter.Export(ectx, files)
 		stop()
@@ -194,12 +183,12 @@ func (w *exportWorker) handle(ctx context.Context, msg jetstream.Msg) {
 			f(dest.Name)
 		}
 	}
-	w.settle(ctx, msg, meta, job, outcomes)
+	w.settle(ctx, it, job, outcomes)
 }
 
 // settle records the outcomes and acks, retries or dead-letters the job.
-func (w *exportWorker) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, job ExportJob, outcomes []fileOutcome) {
-	attempt := int(meta.NumDelivered)
+func (w *exportWorker) settle(ctx context.Context, it *workItem, job ExportJob, outcomes []fileOutcome) {
+	attempt := it.Attempt
 	var failed, retrying []string
 	for i, o := range outcomes {
 		switch o.state {
@@ -209,7 +198,7 @@ func (w *exportWorker) settle(ctx context.Context, msg jetstream.Msg, meta *jets
 			retrying = append(retrying, job.Objects[i].Output+" SEG "+job.Objects[i].SOPInstanceUID+": "+o.reason)
 		}
 	}
-	if len(retrying) > 0 && len(failed) == 0 && attempt >= w.opt.MaxDeliver {
+	if len(retrying) > 0 && len(failed) == 0 && w.q.Exhausted(it) {
 		for i := range outcomes {
 			if outcomes[i].state == DeliveryRetrying {
 				outcomes[i].state = DeliveryFailed
@@ -223,17 +212,19 @@ func (w *exportWorker) settle(ctx context.Context, msg jetstream.Msg, meta *jets
 	case len(failed) > 0:
 		// Files still retrying in the same job are failed with it: the job goes to the dead
 		// letter stream as one unit, with every reason.
-		w.deadLetter(ctx, msg, meta, fmt.Sprintf("destination %s: %s", w.opt.Destination.Name, strings.Join(failed, "; ")))
+		w.deadLetter(ctx, it, fmt.Sprintf("destination %s: %s", w.opt.Destination.Name, strings.Join(failed, "; ")))
 	case len(retrying) > 0:
-		w.retry(ctx, msg, meta, job, outcomes, errors.New(strings.Join(retrying, "; ")))
+		w.retry(ctx, it, job, outcomes, errors.New(strings.Join(retrying, "; ")))
 	default:
-		ackAndRemove(ctx, w.bus, msg, meta)
+		w.q.Done(ctx, it)
 	}
 }
 
-func (w *exportWorker) retry(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, job ExportJob, outcomes []fileOutcome, cause error) {
-	attempt := int(meta.NumDelivered)
-	delay := w.opt.Backoff[min(attempt-1, len(w.opt.Backoff)-1)]
+// retry records the cause as the delivery state of every file (when the attempt got no
+// per-file verdicts) and gives the job back for another attempt after the back-off.
+func (w *exportWorker) retry(ctx context.Context, it *workItem, job ExportJob, outcomes []fileOutcome, cause error) {
+	attempt := it.Attempt
+	delay := w.q.Backoff(it)
 	w.bus.log.Warn("export attempt failed, retrying", "destination", w.opt.Destination.Name, "study", job.StudyInstanceUID,
 		"attempt", attempt, "retry_in", delay, "err", cause)
 	if outcomes == nil {
@@ -243,19 +234,13 @@ func (w *exportWorker) retry(ctx context.Context, msg jetstream.Msg, meta *jetst
 		}
 		w.bus.recordDeliveries(ctx, job, outcomes, attempt)
 	}
-	msg.NakWithDelay(delay)
+	w.q.RetryLater(it, delay)
 }
 
-func (w *exportWorker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason string) {
-	b := w.bus
-	b.log.Error("export failed for good", "destination", w.opt.Destination.Name, "reason", reason)
-	if err := b.deadLetter(ctx, "result", msg.Subject(), msg.Data(), msg.Headers(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
-		b.log.Error("dead-letter publish failed; the export job stays queued", "err", err)
-		msg.NakWithDelay(5 * time.Second)
-		return
-	}
-	msg.TermWithReason(firstLine(reason))
-	b.removeFromStream(ctx, meta.Stream, meta.Sequence.Stream)
+// deadLetter moves the job to the dead-letter stream with the reason.
+func (w *exportWorker) deadLetter(ctx context.Context, it *workItem, reason string) {
+	w.bus.log.Error("export failed for good", "destination", w.opt.Destination.Name, "reason", reason)
+	w.q.DeadLetter(ctx, it, reason, nil)
 }
 
 // recordDeliveries writes per-file delivery states into the study state and derives the study

@@ -157,78 +157,20 @@ func (b *Bus) RunInferWorker(ctx context.Context, opt InferOptions) error {
 	if err := opt.Routing.Validate(); err != nil {
 		return err
 	}
-	cons, err := b.ensureConsumer(ctx, StreamStudies, jetstream.ConsumerConfig{
-		Durable:       ConsumerInfer,
-		Description:   "inference workers",
-		FilterSubject: SubjectStudyComplete,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       opt.AckWait,
-		MaxDeliver:    opt.MaxDeliver,
-		MaxAckPending: 1000,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
+	q, err := b.openWorkQueue(ctx, workQueueConfig{Stream: StreamStudies, Durable: ConsumerInfer, Description: "inference workers",
+		Filter: SubjectStudyComplete, DeadKind: "study", AckWait: opt.AckWait, MaxDeliver: opt.MaxDeliver, Backoff: opt.Backoff})
 	if err != nil {
 		return err
 	}
-	w := &inferWorker{bus: b, opt: opt, versions: map[string]string{}}
+	w := &inferWorker{bus: b, q: q, opt: opt, versions: map[string]string{}}
 	b.log.Info("inference worker started", "worker", opt.Name, "concurrency", opt.Concurrency, "routes", len(opt.Routing.Routes))
-	var wg sync.WaitGroup
-	for i := 0; i < opt.Concurrency; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.consumeLoop(ctx, cons, w.handle)
-		}()
-	}
-	wg.Wait()
+	q.run(ctx, opt.Concurrency, w.handle)
 	return nil
-}
-
-func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	var cons jetstream.Consumer
-	err := retryTopology(ctx, func(ctx context.Context) error {
-		c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
-		cons = c
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
-	}
-	return cons, nil
-}
-
-// consumeLoop pulls one message at a time and hands it to handle until ctx ends. Pulling one at a
-// time lets idle workers take the next study instead of one worker hoarding a batch.
-func (b *Bus) consumeLoop(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
-	failures := 0
-	for ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		msg, err := cons.Next(jetstream.FetchContext(fctx))
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
-				failures = 0
-				continue
-			}
-			failures++
-			b.log.Debug("fetch failed", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoffStep(failures, 100*time.Millisecond, 5*time.Second)):
-			}
-			continue
-		}
-		failures = 0
-		handle(ctx, msg)
-	}
 }
 
 type inferWorker struct {
 	bus      *Bus
+	q        *workQueue
 	opt      InferOptions
 	mu       sync.Mutex
 	versions map[string]string
@@ -250,25 +192,19 @@ func (w *inferWorker) modelVersion(model string) (string, error) {
 
 // handle processes one study-complete event: run every matching route, store the SEG objects,
 // publish one export job per (route, destination), then ack.
-func (w *inferWorker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *inferWorker) handle(ctx context.Context, it *workItem) {
 	b := w.bus
-	meta, err := msg.Metadata()
-	if err != nil {
-		b.log.Error("study message without metadata", "err", err)
-		msg.Term()
-		return
-	}
-	attempt := int(meta.NumDelivered)
+	attempt := it.Attempt
 	var ev StudyComplete
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		w.fail(ctx, msg, meta, msg.Headers().Get(HeaderStudyKey), nil, fmt.Sprintf("study-complete event is not valid JSON: %v", err))
+	if err := json.Unmarshal(it.Data(), &ev); err != nil {
+		w.fail(ctx, it, it.Header(HeaderStudyKey), nil, fmt.Sprintf("study-complete event is not valid JSON: %v", err))
 		return
 	}
 	if err := ev.Validate(); err != nil {
-		w.fail(ctx, msg, meta, ev.StudyKey(), &ev, err.Error())
+		w.fail(ctx, it, ev.StudyKey(), &ev, err.Error())
 		return
 	}
-	eventID := msg.Headers().Get(jetstream.MsgIDHeader)
+	eventID := it.Header(jetstream.MsgIDHeader)
 	if eventID == "" {
 		eventID = StudyCompleteMsgID(ev)
 	}
@@ -295,40 +231,40 @@ func (w *inferWorker) handle(ctx context.Context, msg jetstream.Msg) {
 		next.State, next.Reason, next.Attempts, next.Worker = StateInferring, "", attempt, w.opt.Name
 		return next, nil
 	}); err != nil {
-		w.retry(ctx, msg, meta, key, &ev, fmt.Errorf("record inferring state: %w", err))
+		w.retry(ctx, it, key, &ev, fmt.Errorf("record inferring state: %w", err))
 		return
 	}
 	if skip != "" {
 		log.Info("study event acknowledged without work", "why", skip)
-		ackAndRemove(ctx, b, msg, meta)
+		w.q.Done(ctx, it)
 		return
 	}
 
-	stop := keepInProgress(msg, w.opt.AckWait)
+	stop := w.q.KeepInProgress(it)
 	taken := time.Now()
 	results, err := w.runRoutes(ctx, ev, eventID, log)
 	stop()
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: hand the study to another worker now rather than after AckWait.
-			msg.Nak()
+			w.q.Release(it)
 			return
 		}
 		if IsPermanent(err) {
-			w.fail(ctx, msg, meta, key, &ev, err.Error())
+			w.fail(ctx, it, key, &ev, err.Error())
 		} else {
-			w.retry(ctx, msg, meta, key, &ev, err)
+			w.retry(ctx, it, key, &ev, err)
 		}
 		return
 	}
 	if err := w.publishResults(ctx, ev, eventID, results, log); err != nil {
-		w.retry(ctx, msg, meta, key, &ev, err)
+		w.retry(ctx, it, key, &ev, err)
 		return
 	}
 	if f := b.obs.StudyInferred; f != nil && len(results) > 0 {
 		f(time.Since(taken))
 	}
-	ackAndRemove(ctx, b, msg, meta)
+	w.q.Done(ctx, it)
 }
 
 // routeResult is what one route produced for one study.
@@ -626,13 +562,13 @@ func deriveState(st *StudyState) string {
 }
 
 // retry schedules another attempt with back-off, or fails the study when attempts are used up.
-func (w *inferWorker) retry(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, key string, ev *StudyComplete, cause error) {
-	attempt := int(meta.NumDelivered)
-	if attempt >= w.opt.MaxDeliver {
-		w.fail(ctx, msg, meta, key, ev, fmt.Sprintf("gave up after %d attempts: %v", attempt, cause))
+func (w *inferWorker) retry(ctx context.Context, it *workItem, key string, ev *StudyComplete, cause error) {
+	attempt := it.Attempt
+	if w.q.Exhausted(it) {
+		w.fail(ctx, it, key, ev, fmt.Sprintf("gave up after %d attempts: %v", attempt, cause))
 		return
 	}
-	delay := w.opt.Backoff[min(attempt-1, len(w.opt.Backoff)-1)]
+	delay := w.q.Backoff(it)
 	w.bus.log.Warn("study attempt failed, retrying", "study_key", key, "attempt", attempt, "max", w.opt.MaxDeliver, "retry_in", delay, "err", cause)
 	if key != "" {
 		w.bus.updateState(ctx, key, func(cur *StudyState) (*StudyState, error) {
@@ -643,25 +579,19 @@ func (w *inferWorker) retry(ctx context.Context, msg jetstream.Msg, meta *jetstr
 			return cur, nil
 		})
 	}
-	msg.NakWithDelay(delay)
+	w.q.RetryLater(it, delay)
 }
 
 // fail marks the study failed with the reason, puts the event in the dead-letter stream and
 // removes it from the work queue.
-func (w *inferWorker) fail(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, key string, ev *StudyComplete, reason string) {
+func (w *inferWorker) fail(ctx context.Context, it *workItem, key string, ev *StudyComplete, reason string) {
 	b := w.bus
 	b.log.Error("study failed", "study_key", key, "reason", firstLine(reason))
-	if err := b.deadLetter(ctx, "study", msg.Subject(), msg.Data(), msg.Headers(), meta.Stream, meta.Sequence.Stream, reason); err != nil {
-		// Without the dead letter the event must stay in the queue: let it come back.
-		b.log.Error("dead-letter publish failed; the study event stays queued", "study_key", key, "err", err)
-		msg.NakWithDelay(5 * time.Second)
-		return
-	}
-	if key != "" {
-		b.markFailed(ctx, key, ev, reason)
-	}
-	msg.TermWithReason(firstLine(reason))
-	b.removeFromStream(ctx, meta.Stream, meta.Sequence.Stream)
+	w.q.DeadLetter(ctx, it, reason, func() {
+		if key != "" {
+			b.markFailed(ctx, key, ev, reason)
+		}
+	})
 }
 
 func firstLine(s string) string {
@@ -691,51 +621,4 @@ func (b *Bus) markFailed(ctx context.Context, key string, ev *StudyComplete, rea
 	if err != nil {
 		b.log.Error("could not record failed state", "study_key", key, "err", err)
 	}
-}
-
-// ackAndRemove acknowledges and waits for the server's confirmation, so an acknowledged study is
-// really gone from the work queue before the worker takes the next one.
-func ackAndRemove(ctx context.Context, b *Bus, msg jetstream.Msg, meta *jetstream.MsgMetadata) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := msg.DoubleAck(actx); err != nil {
-		// The work is done and idempotent: a redelivery finds the results and skips the model.
-		b.log.Warn("ack not confirmed; the message may be redelivered", "stream", meta.Stream, "seq", meta.Sequence.Stream, "err", err)
-	}
-}
-
-// removeFromStream deletes a dead-lettered message from its work queue (a terminated message
-// would otherwise stay there forever).
-func (b *Bus) removeFromStream(ctx context.Context, stream string, seq uint64) {
-	s, err := b.js.Stream(ctx, stream)
-	if err != nil {
-		return
-	}
-	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		b.log.Debug("remove dead-lettered message", "stream", stream, "seq", seq, "err", err)
-	}
-}
-
-// keepInProgress sends in-progress acks every AckWait/3 until the returned stop is called, so a
-// long study is not redelivered to another worker while this one is still on it.
-func keepInProgress(msg jetstream.Msg, ackWait time.Duration) (stop func()) {
-	done := make(chan struct{})
-	every := ackWait / 3
-	if every <= 0 {
-		every = time.Second
-	}
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				msg.InProgress()
-			}
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
 }
