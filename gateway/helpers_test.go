@@ -92,6 +92,8 @@ type gatewayOptions struct {
 	tls         *tls.Config
 	// noSync skips every fsync (benchmarks that split the cost of durability from the rest).
 	noSync bool
+	// pendingTimeout bounds a connection's wait for its A-ASSOCIATE-RQ (0 = the default).
+	pendingTimeout time.Duration
 }
 
 func startGateway(t testing.TB, opt gatewayOptions) *testGateway {
@@ -118,7 +120,7 @@ func startGateway(t testing.TB, opt gatewayOptions) *testGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger, UL: opt.ul, MinFreeBytes: opt.minFree, MaxInstanceBytes: opt.maxInstance}, st, asm)
+	srv, err := NewServer(Config{Policy: opt.policy, MaxAssociations: opt.maxAssoc, Logger: logger, UL: opt.ul, MinFreeBytes: opt.minFree, MaxInstanceBytes: opt.maxInstance, PendingTimeout: opt.pendingTimeout}, st, asm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -89,9 +89,11 @@ func TestPDUTooLargeCounted(t *testing.T) {
 }
 
 // A known AE calling from a host outside its list is counted as host_not_allowed, an unknown AE
-// as calling_ae_not_allowed.
+// as calling_ae_not_allowed. (127.0.0.1 is listed for another AE, so the connection itself is
+// admitted; a host in no entry is closed at accept: TestUnlistedHostClosedAtOnce.)
 func TestHostNotAllowedCountedApart(t *testing.T) {
-	g := startGateway(t, gatewayOptions{policy: Policy{AETitles: []string{"DPERSONA"}, Peers: []Peer{{AETitle: "FARAWAY", Hosts: []string{"10.1.2.0/24"}}}}})
+	g := startGateway(t, gatewayOptions{policy: Policy{AETitles: []string{"DPERSONA"}, Peers: []Peer{
+		{AETitle: "FARAWAY", Hosts: []string{"10.1.2.0/24"}}, {AETitle: "LOCAL", Hosts: []string{"127.0.0.1"}}}}})
 	host0 := obs.RejectionsTotal.With(obs.RejectHostNotAllowed).Value()
 	ae0 := obs.RejectionsTotal.With(obs.RejectCallingAENotAllowed).Value()
 	for _, calling := range []string{"FARAWAY", "STRANGER"} {

@@ -99,6 +99,30 @@ func (p *Policy) peerAllowed(callingAE string, remote net.Addr) (allowed, aeKnow
 	return false, aeKnown
 }
 
+// hostMayConnect reports whether some allow-list entry could admit a peer at remote: true without
+// an allow-list or when an entry allows any host. It is checked when the connection is accepted,
+// before the TLS handshake and the A-ASSOCIATE-RQ.
+func (p *Policy) hostMayConnect(remote net.Addr) bool {
+	if len(p.Peers) == 0 {
+		return true
+	}
+	var ip net.IP
+	if tcp, ok := remote.(*net.TCPAddr); ok {
+		ip = tcp.IP
+	}
+	for _, peer := range p.Peers {
+		if len(peer.Hosts) == 0 {
+			return true
+		}
+		for _, h := range peer.Hosts {
+			if hostMatches(h, ip) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func hostMatches(pattern string, ip net.IP) bool {
 	if ip == nil {
 		return false

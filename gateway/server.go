@@ -39,8 +39,14 @@ type (
 type Config struct {
 	Policy
 	// MaxAssociations bounds concurrent associations; more are rejected as transient
-	// (presentation provider, local limit exceeded). Default 32.
+	// (presentation provider, local limit exceeded). Default 32. A connection takes a slot only
+	// once it has been admitted: its host is on the allow-list, its TLS handshake (on a TLS
+	// listener) succeeded and its A-ASSOCIATE-RQ passed the policy. Before that it is pending.
 	MaxAssociations int
+	// MaxPendingPerHost bounds the pending connections (not yet admitted) from one IP address;
+	// further ones are closed at once, so one host cannot starve the others. Default
+	// DefaultMaxPendingPerHost.
+	MaxPendingPerHost int
 	// UL holds the upper-layer limits and timeouts (max PDU, ARTIM, read, idle, write).
 	UL ul.Config
 	// MinFreeBytes: while the data directory's file system has less free space, new
@@ -50,8 +56,18 @@ type Config struct {
 	// MaxInstanceBytes refuses a C-STORE data set longer than this with "out of resources"
 	// (0xA700): the rest of the data set is read and dropped, nothing is stored. 0 = no limit.
 	MaxInstanceBytes int64
-	Logger           *slog.Logger
+	// PendingTimeout bounds the time from TCP accept to a complete A-ASSOCIATE-RQ, TLS handshake
+	// included: a pending connection that says nothing is closed after it. Default
+	// DefaultPendingTimeout (and never more than ARTIM).
+	PendingTimeout time.Duration
+	Logger         *slog.Logger
 }
+
+// Defaults for the admission of new connections (Config.MaxPendingPerHost, PendingTimeout).
+const (
+	DefaultMaxPendingPerHost = 4
+	DefaultPendingTimeout    = 10 * time.Second
+)
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("gateway: server closed")
@@ -68,7 +84,10 @@ type Server struct {
 	conns     map[*connState]struct{}
 	closing   atomic.Bool
 	handlers  sync.WaitGroup
-	active    atomic.Int64
+	active    atomic.Int64 // admitted associations: the slots taken of MaxAssociations
+	// pending counts the connections not yet admitted, per remote IP and in all.
+	pending      map[string]int
+	pendingTotal int
 
 	minFree     atomic.Uint64 // the disk watermark (Config.MinFreeBytes, SetMinFreeBytes)
 	diskMu      sync.Mutex
@@ -81,10 +100,53 @@ type Server struct {
 }
 
 type connState struct {
-	conn  net.Conn // the TCP connection (closed to end the association before it is established)
-	tls   *tls.Config
-	assoc *ul.Association
-	busy  bool // inside a DIMSE operation: Shutdown waits for it
+	conn    net.Conn // the TCP connection (closed to end the association before it is established)
+	tls     *tls.Config
+	host    string // the remote IP address
+	pending bool   // not yet admitted: counted in Server.pending
+	slot    bool   // admitted: holds one of MaxAssociations
+	assoc   *ul.Association
+	busy    bool // inside a DIMSE operation: Shutdown waits for it
+}
+
+// remoteHost is the IP address of a connection's peer (the whole address when it has no port).
+func remoteHost(a net.Addr) string {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// maxPendingTotal bounds pending connections from all hosts together: enough for every slot to be
+// refilled several times over, few enough that a distributed flood costs little memory.
+func (s *Server) maxPendingTotal() int { return 4*s.cfg.MaxAssociations + 16 }
+
+// admitted ends a connection's pending state (it was admitted, refused or closed).
+func (s *Server) admitted(cs *connState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !cs.pending {
+		return
+	}
+	cs.pending = false
+	s.pendingTotal--
+	if s.pending[cs.host]--; s.pending[cs.host] <= 0 {
+		delete(s.pending, cs.host)
+	}
+}
+
+// takeSlot takes one of MaxAssociations for an admitted connection; false when all are taken.
+func (s *Server) takeSlot(cs *connState) bool {
+	if s.active.Add(1) > int64(s.cfg.MaxAssociations) {
+		s.active.Add(-1)
+		return false
+	}
+	cs.slot = true
+	return true
 }
 
 // NewServer checks the configuration. asm may be nil (instances are then stored but not
@@ -99,10 +161,19 @@ func NewServer(cfg Config, st *store.Store, asm *assembly.Assembler) (*Server, e
 	if cfg.MaxAssociations <= 0 {
 		cfg.MaxAssociations = 32
 	}
+	if cfg.MaxPendingPerHost <= 0 {
+		cfg.MaxPendingPerHost = DefaultMaxPendingPerHost
+	}
+	if cfg.PendingTimeout <= 0 {
+		cfg.PendingTimeout = DefaultPendingTimeout
+	}
+	if artim := cfg.UL.ARTIM; artim > 0 && artim < cfg.PendingTimeout {
+		cfg.PendingTimeout = artim
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, store: st, asm: asm, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*connState]struct{}{}}
+	s := &Server{cfg: cfg, store: st, asm: asm, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*connState]struct{}{}, pending: map[string]int{}}
 	s.minFree.Store(cfg.MinFreeBytes)
 	return s, nil
 }
@@ -181,13 +252,24 @@ func (s *Server) serve(l net.Listener, tlsCfg *tls.Config) error {
 		if tcp, ok := conn.(*net.TCPConn); ok {
 			tcp.SetNoDelay(true)
 		}
-		cs := &connState{conn: conn, tls: tlsCfg, busy: true}
+		cs := &connState{conn: conn, tls: tlsCfg, busy: true, host: remoteHost(conn.RemoteAddr())}
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
 			conn.Close()
 			return ErrServerClosed
 		}
+		if s.pending[cs.host] >= s.cfg.MaxPendingPerHost || s.pendingTotal >= s.maxPendingTotal() {
+			// A flood: closed without a word, before a goroutine or a TLS handshake is spent on it.
+			s.mu.Unlock()
+			obs.RejectionsTotal.With(obs.RejectTooManyPending).Inc()
+			s.log.Debug("connection closed: too many pending connections", "remote", conn.RemoteAddr().String())
+			conn.Close()
+			continue
+		}
+		s.pending[cs.host]++
+		s.pendingTotal++
+		cs.pending = true
 		s.conns[cs] = struct{}{}
 		s.handlers.Add(1)
 		s.mu.Unlock()
@@ -250,25 +332,29 @@ func (s *Server) setBusy(cs *connState, busy bool) bool {
 func (s *Server) serveConn(cs *connState) {
 	defer s.handlers.Done()
 	defer func() {
+		s.admitted(cs)
+		if cs.slot {
+			s.active.Add(-1)
+		}
 		s.mu.Lock()
 		delete(s.conns, cs)
 		s.mu.Unlock()
 	}()
-	active := s.active.Add(1)
-	defer s.active.Add(-1)
-	overLimit := active > int64(s.cfg.MaxAssociations)
-	if active > 4*int64(s.cfg.MaxAssociations)+16 {
-		// A flood: answering each with A-ASSOCIATE-RJ would hold a goroutine for up to ARTIM.
-		obs.RejectionsTotal.With(obs.RejectTooManyAssociations).Inc()
-		cs.conn.Close()
-		return
-	}
 	remote := cs.conn.RemoteAddr()
 	// One correlation id per association, on every line logged about it.
 	log := s.log.With(obs.Correlation(obs.NewCorrelationID()))
+	if !s.cfg.Policy.hostMayConnect(remote) {
+		// No allow-list entry names this host: closed before TLS or any PDU is read.
+		obs.RejectionsTotal.With(obs.RejectHostNotAllowed).Inc()
+		log.Warn("connection closed: host in no allow-list entry", "remote", remote.String())
+		cs.conn.Close()
+		return
+	}
+	// Until admitted, the TLS handshake and the A-ASSOCIATE-RQ share one short deadline.
+	deadline := time.Now().Add(s.cfg.PendingTimeout)
 	conn := cs.conn
 	if cs.tls != nil {
-		tconn, err := s.handshake(cs)
+		tconn, err := s.handshake(cs, deadline)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				log.Debug("connection closed before the TLS handshake", "remote", remote.String())
@@ -282,13 +368,16 @@ func (s *Server) serveConn(cs *connState) {
 		conn = tconn
 	}
 	var reason, metricReason string
-	assoc, rq, err := ul.Accept(conn, s.cfg.UL, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {
-		if overLimit {
-			reason = fmt.Sprintf("limit of %d concurrent associations reached", s.cfg.MaxAssociations)
-			metricReason = obs.RejectTooManyAssociations
-			return nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
-		}
+	ulCfg := s.cfg.UL
+	ulCfg.RequestTimeout = max(time.Until(deadline), time.Millisecond)
+	assoc, rq, err := ul.Accept(conn, ulCfg, func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.AssociateRJ) {
+		defer s.admitted(cs)
 		answers, rj, why, mr := s.cfg.Policy.negotiate(rq, remote)
+		if rj == nil && !s.takeSlot(cs) {
+			why = fmt.Sprintf("limit of %d concurrent associations reached", s.cfg.MaxAssociations)
+			mr = obs.RejectTooManyAssociations
+			answers, rj = nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
+		}
 		if rj == nil {
 			if free, low := s.diskLow(); low {
 				// "Out of resources" at association level: transient, so the sender retries later
@@ -563,14 +652,11 @@ func statusFor(err error) uint16 {
 	return dimse.StatusOutOfResources + 1 // 0xA701: other local resource failure
 }
 
-// handshake runs the server side of the TLS handshake on a new connection within ARTIM.
-func (s *Server) handshake(cs *connState) (*tls.Conn, error) {
-	artim := s.cfg.UL.ARTIM
-	if artim <= 0 {
-		artim = ul.DefaultConfig().ARTIM
-	}
+// handshake runs the server side of the TLS handshake on a new connection before deadline (the
+// pending connection's).
+func (s *Server) handshake(cs *connState, deadline time.Time) (*tls.Conn, error) {
 	tconn := tls.Server(cs.conn, cs.tls)
-	ctx, cancel := context.WithTimeout(context.Background(), artim)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		return nil, err

@@ -34,6 +34,9 @@ type Config struct {
 	MaxSendPDULength uint32
 	// ARTIM bounds the wait for an A-ASSOCIATE-RQ/AC and for an A-RELEASE-RP.
 	ARTIM time.Duration
+	// RequestTimeout, when set, bounds the acceptor's wait for the A-ASSOCIATE-RQ instead of
+	// ARTIM (the SCP's shorter deadline for connections not yet admitted).
+	RequestTimeout time.Duration
 	// ReadTimeout bounds the wait for each PDU while a message is being received.
 	ReadTimeout time.Duration
 	// IdleTimeout bounds the wait for the first PDU of the next message.
@@ -197,7 +200,11 @@ type Negotiator func(rq *pdu.AssociateRQ) ([]pdu.PresentationContextAC, *pdu.Ass
 func Accept(conn net.Conn, cfg Config, decide Negotiator) (*Association, *pdu.AssociateRQ, error) {
 	cfg = cfg.withDefaults()
 	a := newAssociation(conn, cfg)
-	conn.SetReadDeadline(time.Now().Add(cfg.ARTIM))
+	wait := cfg.ARTIM
+	if cfg.RequestTimeout > 0 {
+		wait = cfg.RequestTimeout
+	}
+	conn.SetReadDeadline(time.Now().Add(wait))
 	h, err := pdu.ReadHeader(a.r)
 	if err != nil {
 		conn.Close()

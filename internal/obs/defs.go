@@ -15,6 +15,7 @@ const (
 	RejectCallingAENotAllowed = "calling_ae_not_allowed"  // A-ASSOCIATE-RJ: calling AE not on the allow-list
 	RejectHostNotAllowed      = "host_not_allowed"        // connection closed: peer address not on the allow-list
 	RejectTooManyAssociations = "too_many_associations"   // A-ASSOCIATE-RJ (transient): association limit reached
+	RejectTooManyPending      = "too_many_pending"        // connection closed: too many not yet admitted (per host or in all)
 	RejectDiskLow             = "disk_low"                // refused: free space below the watermark ("out of resources")
 	RejectNoPresentationCtx   = "no_presentation_context" // no proposed context was acceptable
 	RejectProtocolError       = "protocol_error"          // malformed PDU or DIMSE: A-ABORT
