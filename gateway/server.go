@@ -89,11 +89,6 @@ type Server struct {
 	pending      map[string]int
 	pendingTotal int
 
-	minFree     atomic.Uint64 // the disk watermark (Config.MinFreeBytes, SetMinFreeBytes)
-	diskMu      sync.Mutex
-	diskChecked time.Time
-	diskFree    uint64
-
 	stored   atomic.Int64
 	failed   atomic.Int64
 	received atomic.Int64 // bytes of acknowledged instances
@@ -174,12 +169,13 @@ func NewServer(cfg Config, st *store.Store, asm *assembly.Assembler) (*Server, e
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, store: st, asm: asm, log: cfg.Logger, listeners: map[net.Listener]struct{}{}, conns: map[*connState]struct{}{}, pending: map[string]int{}}
-	s.minFree.Store(cfg.MinFreeBytes)
+	st.SetMinFreeBytes(cfg.MinFreeBytes)
 	return s, nil
 }
 
-// SetMinFreeBytes changes the disk watermark of a running server (0 turns it off).
-func (s *Server) SetMinFreeBytes(n uint64) { s.minFree.Store(n) }
+// SetMinFreeBytes changes the disk watermark of a running server (0 turns it off). The store
+// enforces it on every write (gateway/store: reserve before write).
+func (s *Server) SetMinFreeBytes(n uint64) { s.store.SetMinFreeBytes(n) }
 
 // Stats are counters since start.
 type Stats struct {
@@ -382,7 +378,7 @@ func (s *Server) serveConn(cs *connState) {
 			if free, low := s.diskLow(); low {
 				// "Out of resources" at association level: transient, so the sender retries later
 				// instead of pushing instances that would all fail.
-				why = fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, s.minFree.Load()>>20)
+				why = fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, s.store.MinFreeBytes()>>20)
 				mr = obs.RejectDiskLow
 				answers, rj = nil, &pdu.AssociateRJ{Result: pdu.RejectTransient, Source: pdu.RejectSourceServiceProviderPresentation, Reason: pdu.RejectReasonLocalLimitExceeded}
 			}
@@ -557,7 +553,7 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 	}
 	if free, low := x.s.diskLow(); low {
 		obs.RejectionsTotal.With(obs.RejectDiskLow).Inc()
-		return reject(dimse.StatusOutOfResources, fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, x.s.minFree.Load()>>20))
+		return reject(dimse.StatusOutOfResources, fmt.Sprintf("free disk space %d MB is below the %d MB watermark", free>>20, x.s.store.MinFreeBytes()>>20))
 	}
 	pending, err := x.s.store.Begin(store.Incoming{CalledAE: x.assoc.CalledAE, CallingAE: x.assoc.CallingAE,
 		SOPClassUID: cmd.AffectedSOPClassUID, SOPInstanceUID: cmd.AffectedSOPInstanceUID, TransferSyntaxUID: pc.TransferSyntax})
@@ -612,6 +608,10 @@ func errorComment(err error) string {
 	for _, kind := range []error{store.ErrMismatch, store.ErrCannotUnderstand, store.ErrOutOfResources} {
 		msg = strings.TrimPrefix(msg, kind.Error()+": ")
 	}
+	if errors.Is(err, store.ErrBelowWatermark) {
+		_, why, _ := strings.Cut(msg, ": ") // without the step: the numbers matter more
+		return why
+	}
 	// A system error (disk full, I/O error) first, then the step: paths would eat the 64 bytes.
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
@@ -621,23 +621,9 @@ func errorComment(err error) string {
 	return msg
 }
 
-// diskLow reports whether free space is under the watermark (checked at most every 500 ms).
-func (s *Server) diskLow() (uint64, bool) {
-	watermark := s.minFree.Load()
-	if watermark == 0 {
-		return 0, false
-	}
-	s.diskMu.Lock()
-	defer s.diskMu.Unlock()
-	if time.Since(s.diskChecked) > 500*time.Millisecond {
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(s.store.DataDir(), &st); err == nil {
-			s.diskFree = st.Bavail * uint64(st.Bsize)
-		}
-		s.diskChecked = time.Now()
-	}
-	return s.diskFree, s.diskFree < watermark
-}
+// diskLow reports whether the free space left to writers (less the bytes reserved by instances
+// in flight) is under the watermark, read now.
+func (s *Server) diskLow() (uint64, bool) { return s.store.Headroom() }
 
 // statusFor maps a store error to a C-STORE failure status.
 func statusFor(err error) uint16 {

@@ -33,6 +33,13 @@ type Store struct {
 	dirSyncs sync.Map // directory path -> *dirSyncer
 	seq      atomic.Uint64
 	mkdirMu  sync.Mutex
+
+	// The disk watermark: minFree bytes stay free. Every write first reserves its bytes against
+	// the file system's free space less the bytes other writes have reserved and not yet written,
+	// so concurrent instances cannot together overshoot it.
+	minFree  atomic.Uint64
+	diskMu   sync.Mutex
+	reserved uint64
 }
 
 // Options tune a store.
@@ -129,7 +136,81 @@ var (
 	ErrMismatch = errors.New("data set does not match the command")
 	// ErrCannotUnderstand: the data set cannot be parsed or lacks identifying attributes (0xC000).
 	ErrCannotUnderstand = errors.New("cannot understand data set")
+	// ErrBelowWatermark: writing would take free space below the disk watermark (0xA700); it is
+	// wrapped with ErrOutOfResources.
+	ErrBelowWatermark = errors.New("free disk space below the watermark")
 )
+
+// SetMinFreeBytes sets the disk watermark (0 turns it off): a write that would leave less free
+// space fails with ErrBelowWatermark before any of its bytes are written.
+func (s *Store) SetMinFreeBytes(n uint64) { s.minFree.Store(n) }
+
+// MinFreeBytes is the disk watermark.
+func (s *Store) MinFreeBytes() uint64 { return s.minFree.Load() }
+
+// freeBytes reads the data directory's free space now (for unprivileged users).
+func (s *Store) freeBytes() (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dataDir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// Headroom reports the free space left to writers (free space less the bytes reserved by writes
+// in progress) and whether it is below the watermark. Without a watermark it reports (0, false).
+func (s *Store) Headroom() (uint64, bool) {
+	watermark := s.minFree.Load()
+	if watermark == 0 {
+		return 0, false
+	}
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	free, err := s.freeBytes()
+	if err != nil {
+		return 0, false // unknown: the writes themselves will tell
+	}
+	free = sub0(free, s.reserved)
+	return free, free < watermark
+}
+
+func sub0(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+// reserve claims n bytes of free space for a write about to happen, or fails with
+// ErrBelowWatermark when the write would take free space below the watermark. It returns the
+// bytes claimed, which the caller releases once they are written (they then show in the free
+// space itself): 0 without a watermark or when the free space cannot be read.
+func (s *Store) reserve(n int) (uint64, error) {
+	watermark := s.minFree.Load()
+	if watermark == 0 {
+		return 0, nil
+	}
+	s.diskMu.Lock()
+	defer s.diskMu.Unlock()
+	free, err := s.freeBytes()
+	if err != nil {
+		return 0, nil // unknown: the write itself will tell
+	}
+	if left := sub0(free, s.reserved); left < watermark+uint64(n) {
+		return 0, fmt.Errorf("%w (%d MB free, %d MB kept free)", ErrBelowWatermark, left>>20, watermark>>20)
+	}
+	s.reserved += uint64(n)
+	return uint64(n), nil
+}
+
+func (s *Store) release(claimed uint64) {
+	if claimed == 0 {
+		return
+	}
+	s.diskMu.Lock()
+	s.reserved = sub0(s.reserved, claimed)
+	s.diskMu.Unlock()
+}
 
 // Incoming describes an instance about to be received: what the C-STORE command announced.
 type Incoming struct {
@@ -185,6 +266,7 @@ var (
 // instance is still on the network and the fsync before the response has little left to do. It
 // is a hint: durability still comes from the fsync in Commit.
 type writeback struct {
+	s       *Store
 	f       *os.File
 	fd      uintptr
 	off     int64
@@ -193,7 +275,12 @@ type writeback struct {
 }
 
 func (w *writeback) Write(b []byte) (int, error) {
+	claimed, err := w.s.reserve(len(b))
+	if err != nil {
+		return 0, err
+	}
 	n, err := w.f.Write(b)
+	w.s.release(claimed)
 	w.off += int64(n)
 	if !w.noSync && w.off-w.started >= writeBufferSize {
 		const syncFileRangeWrite = 2 // SYNC_FILE_RANGE_WRITE
@@ -207,9 +294,9 @@ func resourceError(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrOutOfResources, op, err)
 }
 
-// IsDiskFull reports whether err comes from a full disk or exhausted quota.
+// IsDiskFull reports whether err comes from a full disk, an exhausted quota or the disk watermark.
 func IsDiskFull(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, ErrBelowWatermark)
 }
 
 // Begin creates the temporary file and writes the Part-10 header for the announced instance.
@@ -224,7 +311,7 @@ func (s *Store) Begin(in Incoming) (*Pending, error) {
 	if err != nil {
 		return nil, resourceError("create temporary file", err)
 	}
-	wb := &writeback{f: f, fd: f.Fd(), noSync: s.noSync}
+	wb := &writeback{s: s, f: f, fd: f.Fd(), noSync: s.noSync}
 	w := writerPool.Get().(*bufio.Writer)
 	w.Reset(wb)
 	head := headPool.Get().(*[]byte)
