@@ -28,7 +28,7 @@ func BenchmarkLIDC0005(b *testing.B) {
 		outputs[i] = identityModel(batch, len(plan.Tiles), 1, 128, 128, maps)
 	}
 	masks := syntheticMasks(s, maps)
-	desc := SEGDescription{Type: Binary, Segments: segmentDescs("r1", "r2", "r3", "r4"), ContentLabel: "BENCH"}
+	desc := SEGDescription{Equipment: testEquipment, Type: Binary, Segments: segmentDescs("r1", "r2", "r3", "r4"), ContentLabel: "BENCH"}
 
 	b.Run("baseline-ReadFiles", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {

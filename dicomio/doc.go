@@ -49,20 +49,31 @@
 //	info, err := dicomio.WriteSEGFile(path, s, dicomio.SEGDescription{
 //		Type:     dicomio.Binary, // or dicomio.Fractional (PROBABILITY, MaxFractionalValue 255)
 //		Segments: []dicomio.SegmentDescription{{Label: "Nodule rater 1", Category: cat, Type: typ,
-//			Algorithm: dicomio.Algorithm{Name: "D-Persona", Version: "2026.11.28-1"}}},
-//		SeriesDescription: "D-Persona raters", ContentLabel: "DPERSONA",
+//			Algorithm: dicomio.Algorithm{Type: dicomio.SemiAutomatic, Name: "D-Persona",
+//				Version: "2026.11.28-1", Family: dicomio.AlgorithmFamilyAI},
+//			TrackingID: "lesion 1", TrackingUID: uidFromTheMeasurement, // optional, together
+//			AnatomicRegion: &dicomio.Lung, DisplayColor: &rgb}},
+//		SeriesDescription: "D-Persona raters (AI)", ContentLabel: "DPERSONA",
+//		Equipment: dicomio.Equipment{Manufacturer: "dpersona", ManufacturerModelName: "dpersona",
+//			DeviceSerialNumber: installationID, SoftwareVersions: version},
 //	}, masks) // masks[segment][slice] = Rows*Cols uint8 (nil = empty); see Threshold, QuantizeFraction
 //
 // EncodeSEG/WriteSEG/WriteSEGFile write Segmentation Storage in explicit VR little endian with
 // all required modules: patient and study attributes copied from the source, new UIDs
 // (2.25.<UUID>, see NewUID) unless given, segments numbered from 1 in the order given with
-// labels, category/type codes and algorithm identification, SegmentsOverlap computed from the
+// labels, category/type codes, the caller's algorithm identification and tracking identifiers,
+// SegmentsOverlap computed from the
 // masks, shared orientation and pixel measures, per-frame source image reference
 // (ReferencedFrameNumber for multi-frame sources), position, dimension index (segment number,
 // 1-based slice index in sorted order) and segment number. Frames are ordered by segment, then
 // slice; all-zero frames are omitted. BINARY frames are one continuous LSB-first bit stream.
 // DS values are at most 16 characters. The description is validated first (CS/LO repertoire
-// and lengths, codes, mask sizes and values).
+// and lengths, codes, equipment, algorithm, TrackingID/TrackingUID pairs, mask sizes and
+// values); each module of the IOD has one builder (modules.go, seg.go), attributes are named
+// by the tag package's constants.
+//
+// Several findings (lesions) share one SEG: append one SegmentDescription per finding (each
+// with the TrackingID/TrackingUID of its measurement) and its masks at the same index.
 //
 // ReadSEG reads a SEG (ours or anyone's) with its own bit unpacking; SEG.Mask and SEG.MasksFor
 // map frames back to source slices by SOP Instance UID (and frame number), checking positions.

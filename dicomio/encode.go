@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // A small explicit-VR-little-endian encoder. We write derived objects ourselves rather than
@@ -27,11 +29,44 @@ type element struct {
 	items [][]element // SQ
 }
 
-func strElem(t uint32, vr string, v ...string) element { return element{tag: t, vr: vr, str: v} }
-func usElem(t uint32, v ...uint16) element             { return element{tag: t, vr: "US", u16: v} }
-func ulElem(t uint32, v ...uint32) element             { return element{tag: t, vr: "UL", u32: v} }
-func atElem(t uint32, v ...uint32) element             { return element{tag: t, vr: "AT", u32: v} }
-func sqElem(t uint32, items ...[]element) element      { return element{tag: t, vr: "SQ", items: items} }
+// Constructors by named tag (github.com/suyashkumar/dicom/pkg/tag): the value representation
+// comes from the data dictionary, so a module builder names attributes, never hex numbers or VRs.
+
+// attr is a string-valued element (AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT).
+func attr(t tag.Tag, v ...string) element { return element{tag: t.Uint32(), vr: vrOf(t), str: v} }
+
+// attrUS is a US element (the dictionary VR is not consulted: some tags allow US or SS).
+func attrUS(t tag.Tag, v ...uint16) element { return element{tag: t.Uint32(), vr: "US", u16: v} }
+
+// attrUL is a UL element.
+func attrUL(t tag.Tag, v ...uint32) element { return element{tag: t.Uint32(), vr: "UL", u32: v} }
+
+// attrAT is an attribute-tag element whose values are tags.
+func attrAT(t tag.Tag, v ...tag.Tag) element {
+	e := element{tag: t.Uint32(), vr: "AT"}
+	for _, x := range v {
+		e.u32 = append(e.u32, x.Uint32())
+	}
+	return e
+}
+
+// attrSeq is a sequence with the given items.
+func attrSeq(t tag.Tag, items ...[]element) element {
+	return element{tag: t.Uint32(), vr: "SQ", items: items}
+}
+
+// attrOB is an OB element (pixel data, version fields).
+func attrOB(t tag.Tag, raw []byte) element { return element{tag: t.Uint32(), vr: "OB", raw: raw} }
+
+// vrOf returns the dictionary VR of t. A tag missing from the dictionary is a programming error
+// in a module builder, caught by any test that encodes the module.
+func vrOf(t tag.Tag) string {
+	info, err := tag.Find(t)
+	if err != nil || len(info.VRs) == 0 {
+		panic(fmt.Sprintf("dicomio: tag %v is not in the data dictionary", t))
+	}
+	return info.VRs[0]
+}
 
 // Value representations with a 4-byte length field in explicit VR (PS3.5 7.1.2).
 var longLengthVR = map[string]bool{"OB": true, "OD": true, "OF": true, "OL": true, "OV": true, "OW": true, "SQ": true, "SV": true, "UC": true, "UN": true, "UR": true, "UT": true, "UV": true}
@@ -115,17 +150,17 @@ const explicitVRLittleEndian = "1.2.840.10008.1.2.1"
 // encodePart10 writes the preamble, the complete file meta group and the dataset.
 func encodePart10(sopClassUID, sopInstanceUID string, dataset []element) []byte {
 	meta := encodeDataset([]element{
-		{tag: 0x00020001, vr: "OB", raw: []byte{0, 1}},
-		strElem(0x00020002, "UI", sopClassUID),
-		strElem(0x00020003, "UI", sopInstanceUID),
-		strElem(0x00020010, "UI", explicitVRLittleEndian),
-		strElem(0x00020012, "UI", ImplementationClassUID),
-		strElem(0x00020013, "SH", ImplementationVersionName),
+		attrOB(tag.FileMetaInformationVersion, []byte{0, 1}),
+		attr(tag.MediaStorageSOPClassUID, sopClassUID),
+		attr(tag.MediaStorageSOPInstanceUID, sopInstanceUID),
+		attr(tag.TransferSyntaxUID, explicitVRLittleEndian),
+		attr(tag.ImplementationClassUID, ImplementationClassUID),
+		attr(tag.ImplementationVersionName, ImplementationVersionName),
 	})
 	var b bytes.Buffer
 	b.Write(make([]byte, 128))
 	b.WriteString("DICM")
-	b.Write(encodeDataset([]element{ulElem(0x00020000, uint32(len(meta)))}))
+	b.Write(encodeDataset([]element{attrUL(tag.FileMetaInformationGroupLength, uint32(len(meta)))}))
 	b.Write(meta)
 	b.Write(encodeDataset(dataset))
 	return b.Bytes()

@@ -8,8 +8,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/suyashkumar/dicom/pkg/tag"
 )
+
+// The Segmentation IOD (PS3.3 A.51), built the highdicom way: the caller describes the object
+// (SEGDescription, one SegmentDescription per segment), the description is validated as a whole
+// before anything is encoded (errors name the attribute), and each module of the IOD has one
+// builder below. Identity that must survive re-encoding is supplied by the caller, never made up
+// here: series and instance UIDs, a segment's TrackingID/TrackingUID, and the algorithm that
+// produced it.
 
 // SegmentationStorage is the SOP Class UID of DICOM-SEG objects.
 const SegmentationStorage = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -22,12 +30,17 @@ const (
 	Fractional SegmentationType = "FRACTIONAL"
 )
 
-// Code is a coded concept (code sequence item). JSON names match the model manifest.
-type Code struct {
-	Scheme  string `json:"scheme"`  // CodingSchemeDesignator, e.g. SCT or DCM
-	Code    string `json:"code"`    // CodeValue (at most 16 characters)
-	Meaning string `json:"meaning"` // CodeMeaning
-}
+// AlgorithmType is SegmentAlgorithmType (0062,0008).
+type AlgorithmType string
+
+const (
+	// Automatic: the algorithm alone drew the segment (the whole-series screening mode).
+	Automatic AlgorithmType = "AUTOMATIC"
+	// SemiAutomatic: the algorithm drew it from a person's input (a radiologist's lesion prompt).
+	SemiAutomatic AlgorithmType = "SEMIAUTOMATIC"
+	// Manual: a person drew it; no algorithm identification is written.
+	Manual AlgorithmType = "MANUAL"
+)
 
 // AlgorithmFamilyAI is 123110 DCM "Artificial Intelligence" (CID 7162).
 var AlgorithmFamilyAI = Code{Scheme: "DCM", Code: "123110", Meaning: "Artificial Intelligence"}
@@ -46,22 +59,34 @@ func AlgorithmFamily(name string) (Code, bool) {
 	return Code{}, false
 }
 
-// Algorithm identifies the software that produced a segment (Segmentation Algorithm
-// Identification, from the manifest's `algorithm`).
+// Algorithm identifies how a segment was made: SegmentAlgorithmType, SegmentAlgorithmName and
+// the Segmentation Algorithm Identification Sequence (name, version, family). Every field is
+// required unless Type is Manual, in which case all others must be empty.
 type Algorithm struct {
+	Type    AlgorithmType
 	Name    string
 	Version string
-	Family  Code // zero value means AlgorithmFamilyAI
+	Family  Code // e.g. AlgorithmFamilyAI
 }
 
 // SegmentDescription describes one segment. Segments are numbered from 1 in the order given.
+//
+// Several lesions go into one SEG as one segment each (or one per rater style, sample, band...):
+// append their descriptions and their masks at the same index. A lesion measured by a radiologist
+// carries the TrackingID and TrackingUID of that measurement (TID 1500) so viewers and later
+// versions link the segment to it; segments of the same lesion share both.
 type SegmentDescription struct {
 	Label       string // SegmentLabel (LO), e.g. "Nodule rater 1"
-	Description string // SegmentDescription (ST), optional
+	Description string // SegmentDescription (ST), optional, plain words for a clinician
 	Category    Code   // SegmentedPropertyCategoryCodeSequence
 	Type        Code   // SegmentedPropertyTypeCodeSequence
 	Algorithm   Algorithm
-	TrackingID  string // optional; a TrackingUID is generated with it
+	// TrackingID (UT) and TrackingUID (UI) are given together or not at all; the caller keeps
+	// them stable across re-encodings of the same finding.
+	TrackingID  string
+	TrackingUID string
+	// AnatomicRegion, when set, is written as AnatomicRegionSequence, e.g. Lung.
+	AnatomicRegion *Code
 	// DisplayColor, when set, is written as RecommendedDisplayCIELabValue (from sRGB).
 	DisplayColor *[3]uint8
 }
@@ -79,14 +104,12 @@ type SEGDescription struct {
 	SeriesDescription  string
 	// ContentLabel is CS: upper-case A-Z, 0-9, space and underscore, at most 16 characters
 	// (default "SEGMENTATION").
-	ContentLabel          string
-	ContentDescription    string
-	ContentCreatorName    string    // PN, optional
-	Manufacturer          string    // default "dpersona"
-	ManufacturerModelName string    // default "dpersona"
-	DeviceSerialNumber    string    // default "0"
-	SoftwareVersions      string    // default "dev"
-	ContentTime           time.Time // zero: now
+	ContentLabel       string
+	ContentDescription string
+	ContentCreatorName string // PN, optional
+	// Equipment is required in full (Enhanced General Equipment, Type 1).
+	Equipment   Equipment
+	ContentTime time.Time // zero: now
 }
 
 // SEGInfo reports what WriteSEG wrote.
@@ -103,19 +126,23 @@ func WriteSEGFile(path string, src *Series, desc SEGDescription, masks [][][]uin
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".seg-*")
+	return info, writeFileAtomic(path, data)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".dicomio-*")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return nil, err
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return nil, err
+		return err
 	}
-	return info, os.Rename(tmp.Name(), path)
+	return os.Rename(tmp.Name(), path)
 }
 
 // WriteSEG encodes the SEG (see EncodeSEG) to w.
@@ -127,6 +154,9 @@ func WriteSEG(w io.Writer, src *Series, desc SEGDescription, masks [][][]uint8) 
 	_, err = w.Write(data)
 	return info, err
 }
+
+// segFrame is one encoded frame: a segment on a source slice.
+type segFrame struct{ segment, slice int }
 
 // EncodeSEG builds a Segmentation Storage Part-10 file (explicit VR little endian).
 // masks is indexed [segment][slice] with slices in src.Slices order; each mask is Rows*Cols
@@ -141,31 +171,79 @@ func EncodeSEG(src *Series, desc SEGDescription, masks [][][]uint8) ([]byte, *SE
 	if now.IsZero() {
 		now = time.Now()
 	}
-	if desc.SOPInstanceUID == "" {
-		desc.SOPInstanceUID = NewUID()
-	}
-	if desc.SeriesInstanceUID == "" {
-		desc.SeriesInstanceUID = NewUID()
-	}
-	n := src.Rows * src.Cols
+	desc.SOPInstanceUID = orDefault(desc.SOPInstanceUID, NewUID())
+	desc.SeriesInstanceUID = orDefault(desc.SeriesInstanceUID, NewUID())
 
-	type frameRef struct{ segment, slice int }
-	var frames []frameRef
+	var frames []segFrame
 	for s := range masks {
 		for i, m := range masks[s] {
 			if m != nil && !allZero(m) {
-				frames = append(frames, frameRef{s, i})
+				frames = append(frames, segFrame{s, i})
 			}
 		}
 	}
 	if len(frames) == 0 {
-		frames = []frameRef{{0, 0}}
+		frames = []segFrame{{0, 0}}
 	}
 
-	// Pixel data: BINARY frames form one continuous LSB-first bit stream (PS3.5 8.1.1), no
-	// padding between frames; the encoder pads the total to an even length.
+	var ds []element
+	ds = append(ds, src.patientStudy...) // Patient, General Study, Patient Study, Clinical Trial
+	ds = append(ds, seriesModule("SEG", desc.SeriesInstanceUID, max(desc.SeriesNumber, 1), desc.SeriesDescription, now)...)
+	ds = append(ds, frameOfReferenceModule(src)...)
+	ds = append(ds, desc.Equipment.module()...)
+	ds = append(ds, desc.segmentationImageModule(src, masks, len(frames), now)...)
+	ds = append(ds, segmentPixelData(desc, src, masks, frames))
+	ds = append(ds, segmentSequence(desc.Segments))
+	ds = append(ds, dimensionModule()...)
+	ds = append(ds, sharedFunctionalGroups(src))
+	ds = append(ds, perFrameFunctionalGroups(src, frames))
+	ds = append(ds, commonInstanceReferenceModule(src))
+	ds = append(ds, sopCommonModule(SegmentationStorage, desc.SOPInstanceUID, now)...)
+	ds = withCharacterSet(ds)
+
+	data := encodePart10(SegmentationStorage, desc.SOPInstanceUID, ds)
+	return data, &SEGInfo{SOPInstanceUID: desc.SOPInstanceUID, SeriesInstanceUID: desc.SeriesInstanceUID, Frames: len(frames), Size: len(data)}, nil
+}
+
+// segmentationImageModule is General Image, Segmentation Image, Multi-frame and the Image Pixel
+// description (PixelData itself is segmentPixelData).
+func (d *SEGDescription) segmentationImageModule(src *Series, masks [][][]uint8, frames int, now time.Time) []element {
+	overlap := "NO"
+	if len(masks) > 1 && segmentsOverlap(masks, src.Rows*src.Cols) {
+		overlap = "YES"
+	}
+	out := []element{
+		attr(tag.ImageType, "DERIVED", "PRIMARY"),
+		attr(tag.InstanceNumber, strconv.Itoa(max(d.InstanceNumber, 1))),
+		attr(tag.ContentDate, dicomDate(now)),
+		attr(tag.ContentTime, dicomTime(now)),
+		attr(tag.ContentLabel, orDefault(d.ContentLabel, "SEGMENTATION")),
+		attr(tag.ContentDescription, d.ContentDescription),
+		attr(tag.ContentCreatorName, d.ContentCreatorName),
+		attr(tag.SegmentationType, string(d.Type)),
+		attr(tag.SegmentsOverlap, overlap),
+		attr(tag.LossyImageCompression, "00"),
+		attr(tag.NumberOfFrames, strconv.Itoa(frames)),
+		attrUS(tag.SamplesPerPixel, 1),
+		attr(tag.PhotometricInterpretation, "MONOCHROME2"),
+		attrUS(tag.Rows, uint16(src.Rows)),
+		attrUS(tag.Columns, uint16(src.Cols)),
+		attrUS(tag.PixelRepresentation, 0),
+	}
+	if d.Type == Binary {
+		return append(out, attrUS(tag.BitsAllocated, 1), attrUS(tag.BitsStored, 1), attrUS(tag.HighBit, 0))
+	}
+	return append(out, attrUS(tag.BitsAllocated, 8), attrUS(tag.BitsStored, 8), attrUS(tag.HighBit, 7),
+		attr(tag.SegmentationFractionalType, "PROBABILITY"),
+		attrUS(tag.MaximumFractionalValue, uint16(d.maxFractional())))
+}
+
+// segmentPixelData packs the frames. BINARY frames form one continuous LSB-first bit stream
+// (PS3.5 8.1.1), no padding between frames; the encoder pads the total to an even length.
+func segmentPixelData(d SEGDescription, src *Series, masks [][][]uint8, frames []segFrame) element {
+	n := src.Rows * src.Cols
 	var pixels []byte
-	if desc.Type == Binary {
+	if d.Type == Binary {
 		pixels = make([]byte, (len(frames)*n+7)/8)
 		bit := 0
 		for _, f := range frames {
@@ -189,235 +267,115 @@ func EncodeSEG(src *Series, desc SEGDescription, masks [][][]uint8) ([]byte, *SE
 			}
 		}
 	}
+	return attrOB(tag.PixelData, pixels)
+}
 
-	overlap := "NO"
-	if len(masks) > 1 && segmentsOverlap(masks, n) {
-		overlap = "YES"
-	}
-
-	var ds []element
-	add := func(e ...element) { ds = append(ds, e...) }
-	date, tm := now.Format("20060102"), now.Format("150405.000000")
-
-	// Patient and General Study modules: copied from the source.
-	nonASCII := false
-	for _, e := range src.patientStudy {
-		add(e)
-		if !elementASCII(e) {
-			nonASCII = true
-		}
-	}
-	for _, s := range []string{desc.SeriesDescription, desc.ContentDescription, desc.ContentCreatorName} {
-		if !isASCII(s) {
-			nonASCII = true
-		}
-	}
-	for _, sg := range desc.Segments {
-		for _, s := range []string{sg.Label, sg.Description, sg.Category.Meaning, sg.Type.Meaning, sg.Algorithm.Name, sg.Algorithm.Version} {
-			if !isASCII(s) {
-				nonASCII = true
-			}
-		}
-	}
-	if nonASCII {
-		add(strElem(0x00080005, "CS", "ISO_IR 192")) // values are Go (UTF-8) strings
-	}
-	seriesNumber := desc.SeriesNumber
-	if seriesNumber == 0 {
-		seriesNumber = 1
-	}
-	instanceNumber := desc.InstanceNumber
-	if instanceNumber == 0 {
-		instanceNumber = 1
-	}
-	add(
-		// General Series, Segmentation Series
-		strElem(0x00080060, "CS", "SEG"),
-		strElem(0x0020000E, "UI", desc.SeriesInstanceUID),
-		strElem(0x00200011, "IS", strconv.Itoa(seriesNumber)),
-		strElem(0x00080021, "DA", date),
-		strElem(0x00080031, "TM", tm),
-		// Frame of Reference
-		strElem(0x00200052, "UI", src.FrameOfReferenceUID),
-		strElem(0x00201040, "LO"),
-		// General and Enhanced General Equipment
-		strElem(0x00080070, "LO", orDefault(desc.Manufacturer, "dpersona")),
-		strElem(0x00081090, "LO", orDefault(desc.ManufacturerModelName, "dpersona")),
-		strElem(0x00181000, "LO", orDefault(desc.DeviceSerialNumber, "0")),
-		strElem(0x00181020, "LO", orDefault(desc.SoftwareVersions, "dev")),
-		// General Image, Segmentation Image, Multi-frame Functional Groups
-		strElem(0x00080008, "CS", "DERIVED", "PRIMARY"),
-		strElem(0x00200013, "IS", strconv.Itoa(instanceNumber)),
-		strElem(0x00080023, "DA", date),
-		strElem(0x00080033, "TM", tm),
-		strElem(0x00700080, "CS", orDefault(desc.ContentLabel, "SEGMENTATION")),
-		strElem(0x00700081, "LO", desc.ContentDescription),
-		strElem(0x00700084, "PN", desc.ContentCreatorName),
-		strElem(0x00620001, "CS", string(desc.Type)),
-		strElem(0x00620013, "CS", overlap),
-		strElem(0x00282110, "CS", "00"),
-		strElem(0x00280008, "IS", strconv.Itoa(len(frames))),
-		// Image Pixel
-		usElem(0x00280002, 1),
-		strElem(0x00280004, "CS", "MONOCHROME2"),
-		usElem(0x00280010, uint16(src.Rows)),
-		usElem(0x00280011, uint16(src.Cols)),
-		usElem(0x00280103, 0),
-		// SOP Common
-		strElem(0x00080016, "UI", SegmentationStorage),
-		strElem(0x00080018, "UI", desc.SOPInstanceUID),
-		strElem(0x00080012, "DA", date),
-		strElem(0x00080013, "TM", tm),
-	)
-	if desc.SeriesDescription != "" {
-		add(strElem(0x0008103E, "LO", desc.SeriesDescription))
-	}
-	if desc.Type == Binary {
-		add(usElem(0x00280100, 1), usElem(0x00280101, 1), usElem(0x00280102, 0),
-			element{tag: 0x7FE00010, vr: "OB", raw: pixels})
-	} else {
-		add(usElem(0x00280100, 8), usElem(0x00280101, 8), usElem(0x00280102, 7),
-			strElem(0x00620010, "CS", "PROBABILITY"),
-			usElem(0x0062000E, uint16(desc.maxFractional())),
-			element{tag: 0x7FE00010, vr: "OB", raw: pixels})
-	}
-
-	// Segment Sequence.
-	var segItems [][]element
-	for i, sg := range desc.Segments {
-		fam := sg.Algorithm.Family
-		if fam == (Code{}) {
-			fam = AlgorithmFamilyAI
-		}
+// segmentSequence is the Segment Sequence: one Segment Description Macro item per segment.
+func segmentSequence(segments []SegmentDescription) element {
+	items := make([][]element, len(segments))
+	for i, sg := range segments {
 		it := []element{
-			usElem(0x00620004, uint16(i+1)),
-			strElem(0x00620005, "LO", sg.Label),
-			strElem(0x00620008, "CS", "AUTOMATIC"),
-			strElem(0x00620009, "LO", sg.Algorithm.Name),
-			sqElem(0x00620003, codeItem(sg.Category)),
-			sqElem(0x0062000F, codeItem(sg.Type)),
-			sqElem(0x00620007, []element{
-				sqElem(0x0066002F, codeItem(fam)),
-				strElem(0x00660031, "LO", sg.Algorithm.Version),
-				strElem(0x00660036, "LO", sg.Algorithm.Name),
-			}),
+			attrUS(tag.SegmentNumber, uint16(i+1)),
+			attr(tag.SegmentLabel, sg.Label),
+			attr(tag.SegmentAlgorithmType, string(sg.Algorithm.Type)),
+			attrSeq(tag.SegmentedPropertyCategoryCodeSequence, codeItem(sg.Category)),
+			attrSeq(tag.SegmentedPropertyTypeCodeSequence, codeItem(sg.Type)),
+		}
+		if sg.Algorithm.Type != Manual {
+			it = append(it,
+				attr(tag.SegmentAlgorithmName, sg.Algorithm.Name),
+				attrSeq(tag.SegmentationAlgorithmIdentificationSequence, []element{
+					attrSeq(tag.AlgorithmFamilyCodeSequence, codeItem(sg.Algorithm.Family)),
+					attr(tag.AlgorithmVersion, sg.Algorithm.Version),
+					attr(tag.AlgorithmName, sg.Algorithm.Name),
+				}))
 		}
 		if sg.Description != "" {
-			it = append(it, strElem(0x00620006, "ST", sg.Description))
+			it = append(it, attr(tag.SegmentDescription, sg.Description))
 		}
 		if sg.TrackingID != "" {
-			it = append(it, strElem(0x00620020, "UT", sg.TrackingID), strElem(0x00620021, "UI", NewUID()))
+			it = append(it, attr(tag.TrackingID, sg.TrackingID), attr(tag.TrackingUID, sg.TrackingUID))
+		}
+		if sg.AnatomicRegion != nil {
+			it = append(it, attrSeq(tag.AnatomicRegionSequence, codeItem(*sg.AnatomicRegion)))
 		}
 		if sg.DisplayColor != nil {
 			l, a, b := srgbToDICOMLab(*sg.DisplayColor)
-			it = append(it, usElem(0x0062000D, l, a, b))
+			it = append(it, attrUS(tag.RecommendedDisplayCIELabValue, l, a, b))
 		}
-		segItems = append(segItems, it)
+		items[i] = it
 	}
-	add(sqElem(0x00620002, segItems...))
+	return attrSeq(tag.SegmentSequence, items...)
+}
 
-	// Multi-frame Dimension: segment number, then image position.
-	dimOrg := NewUID()
-	add(
-		sqElem(0x00209221, []element{strElem(0x00209164, "UI", dimOrg)}),
-		sqElem(0x00209222,
-			[]element{strElem(0x00209164, "UI", dimOrg), atElem(0x00209165, 0x0062000B), atElem(0x00209167, 0x0062000A), strElem(0x00209421, "LO", "Segment Number")},
-			[]element{strElem(0x00209164, "UI", dimOrg), atElem(0x00209165, 0x00200032), atElem(0x00209167, 0x00209113), strElem(0x00209421, "LO", "Image Position Patient")},
+// dimensionModule is the Multi-frame Dimension module: segment number, then image position.
+func dimensionModule() []element {
+	org := NewUID()
+	return []element{
+		attrSeq(tag.DimensionOrganizationSequence, []element{attr(tag.DimensionOrganizationUID, org)}),
+		attrSeq(tag.DimensionIndexSequence,
+			[]element{attr(tag.DimensionOrganizationUID, org), attrAT(tag.DimensionIndexPointer, tag.ReferencedSegmentNumber),
+				attrAT(tag.FunctionalGroupPointer, tag.SegmentIdentificationSequence), attr(tag.DimensionDescriptionLabel, "Segment Number")},
+			[]element{attr(tag.DimensionOrganizationUID, org), attrAT(tag.DimensionIndexPointer, tag.ImagePositionPatient),
+				attrAT(tag.FunctionalGroupPointer, tag.PlanePositionSequence), attr(tag.DimensionDescriptionLabel, "Image Position Patient")},
 		),
-	)
+	}
+}
 
-	// Shared functional groups: orientation and pixel measures hold for every frame.
-	measures := []element{strElem(0x00280030, "DS", formatDSs(src.PixelSpacing[0], src.PixelSpacing[1])...)}
+// sharedFunctionalGroups: orientation and pixel measures hold for every frame.
+func sharedFunctionalGroups(src *Series) element {
+	measures := []element{attr(tag.PixelSpacing, formatDSs(src.PixelSpacing[0], src.PixelSpacing[1])...)}
 	thickness := src.SliceThickness
 	if thickness <= 0 {
 		thickness = src.SliceSpacing
 	}
 	if thickness > 0 {
-		measures = append(measures, strElem(0x00180050, "DS", formatDS(thickness)))
+		measures = append(measures, attr(tag.SliceThickness, formatDS(thickness)))
 	}
-	add(sqElem(0x52009229, []element{
-		sqElem(0x00209116, []element{strElem(0x00200037, "DS", formatDSs(src.Orientation[:]...)...)}),
-		sqElem(0x00289110, measures),
-	}))
+	return attrSeq(tag.SharedFunctionalGroupsSequence, []element{
+		attrSeq(tag.PlaneOrientationSequence, []element{attr(tag.ImageOrientationPatient, formatDSs(src.Orientation[:]...)...)}),
+		attrSeq(tag.PixelMeasuresSequence, measures),
+	})
+}
 
-	// Per-frame functional groups: source image, dimension index, position, segment.
-	perFrame := make([][]element, len(frames))
+var (
+	sourceImagePurpose     = Code{Scheme: "DCM", Code: "121322", Meaning: "Source image for image processing operation"}
+	segmentationDerivation = Code{Scheme: "DCM", Code: "113076", Meaning: "Segmentation"}
+)
+
+// perFrameFunctionalGroups: source image, dimension index, position and segment of each frame.
+func perFrameFunctionalGroups(src *Series, frames []segFrame) element {
+	items := make([][]element, len(frames))
 	for k, f := range frames {
 		sl := src.Slices[f.slice]
-		srcItem := []element{
-			strElem(0x00081150, "UI", sl.SOPClassUID),
-			strElem(0x00081155, "UI", sl.SOPInstanceUID),
-			strElem(0x0028135A, "CS", "YES"),
-			sqElem(0x0040A170, codeItem(Code{Scheme: "DCM", Code: "121322", Meaning: "Source image for image processing operation"})),
+		source := []element{
+			attr(tag.ReferencedSOPClassUID, sl.SOPClassUID),
+			attr(tag.ReferencedSOPInstanceUID, sl.SOPInstanceUID),
+			attr(tag.SpatialLocationsPreserved, "YES"),
+			attrSeq(tag.PurposeOfReferenceCodeSequence, codeItem(sourceImagePurpose)),
 		}
 		if sl.FrameNumber > 0 {
-			srcItem = append(srcItem, strElem(0x00081160, "IS", strconv.Itoa(sl.FrameNumber)))
+			source = append(source, attr(tag.ReferencedFrameNumber, strconv.Itoa(sl.FrameNumber)))
 		}
-		perFrame[k] = []element{
-			sqElem(0x00089124, []element{
-				sqElem(0x00082112, srcItem),
-				sqElem(0x00089215, codeItem(Code{Scheme: "DCM", Code: "113076", Meaning: "Segmentation"})),
+		items[k] = []element{
+			attrSeq(tag.DerivationImageSequence, []element{
+				attrSeq(tag.SourceImageSequence, source),
+				attrSeq(tag.DerivationCodeSequence, codeItem(segmentationDerivation)),
 			}),
-			sqElem(0x00209111, []element{ulElem(0x00209157, uint32(f.segment+1), uint32(f.slice+1))}),
-			sqElem(0x00209113, []element{strElem(0x00200032, "DS", formatDSs(sl.Position[:]...)...)}),
-			sqElem(0x0062000A, []element{usElem(0x0062000B, uint16(f.segment+1))}),
+			attrSeq(tag.FrameContentSequence, []element{attrUL(tag.DimensionIndexValues, uint32(f.segment+1), uint32(f.slice+1))}),
+			attrSeq(tag.PlanePositionSequence, []element{attr(tag.ImagePositionPatient, formatDSs(sl.Position[:]...)...)}),
+			attrSeq(tag.SegmentIdentificationSequence, []element{attrUS(tag.ReferencedSegmentNumber, uint16(f.segment+1))}),
 		}
 	}
-	add(sqElem(0x52009230, perFrame...))
-
-	// Common Instance Reference: every source instance once.
-	var refs [][]element
-	seen := map[string]bool{}
-	for _, sl := range src.Slices {
-		if seen[sl.SOPInstanceUID] {
-			continue
-		}
-		seen[sl.SOPInstanceUID] = true
-		refs = append(refs, []element{strElem(0x00081150, "UI", sl.SOPClassUID), strElem(0x00081155, "UI", sl.SOPInstanceUID)})
-	}
-	add(sqElem(0x00081115, []element{
-		sqElem(0x0008114A, refs...),
-		strElem(0x0020000E, "UI", src.SeriesInstanceUID),
-	}))
-
-	data := encodePart10(SegmentationStorage, desc.SOPInstanceUID, ds)
-	return data, &SEGInfo{SOPInstanceUID: desc.SOPInstanceUID, SeriesInstanceUID: desc.SeriesInstanceUID, Frames: len(frames), Size: len(data)}, nil
+	return attrSeq(tag.PerFrameFunctionalGroupsSequence, items...)
 }
 
-func codeItem(c Code) []element {
-	return []element{strElem(0x00080100, "SH", c.Code), strElem(0x00080102, "SH", c.Scheme), strElem(0x00080104, "LO", c.Meaning)}
-}
-
-func elementASCII(e element) bool {
-	for _, s := range e.str {
-		if !isASCII(s) {
-			return false
-		}
-	}
-	for _, it := range e.items {
-		for _, c := range it {
-			if !elementASCII(c) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
+// commonInstanceReferenceModule references every source instance once.
+func commonInstanceReferenceModule(src *Series) element {
+	return attrSeq(tag.ReferencedSeriesSequence, []element{
+		attrSeq(tag.ReferencedInstanceSequence, sourceImageReferences(src)...),
+		attr(tag.SeriesInstanceUID, src.SeriesInstanceUID),
+	})
 }
 
 func allZero(m []uint8) bool {
@@ -485,77 +443,68 @@ func Threshold(prob []float32, threshold float32) []uint8 {
 	return out
 }
 
+// validate checks the whole description and the masks before anything is encoded; each error
+// names the attribute (and segment) at fault.
 func (d *SEGDescription) validate(src *Series, masks [][][]uint8) error {
 	bad := func(attr, format string, args ...any) error {
 		return newErr(ErrInvalidSEG, "", attr, format, args...)
 	}
-	if src == nil || len(src.Slices) == 0 {
-		return bad("source", "no source series")
-	}
-	if src.FrameOfReferenceUID == "" || src.SeriesInstanceUID == "" {
-		return bad("source", "series without Frame of Reference or Series Instance UID")
+	if err := checkSource(ErrInvalidSEG, src); err != nil {
+		return err
 	}
 	switch d.Type {
 	case Binary:
 		if d.MaxFractionalValue != 0 {
-			return bad("MaximumFractionalValue", "only for FRACTIONAL")
+			return bad("MaximumFractionalValue (0062,000E)", "only for FRACTIONAL")
 		}
 	case Fractional:
 		if m := d.maxFractional(); m < 1 || m > 255 {
-			return bad("MaximumFractionalValue", "%d, want 1..255", m)
+			return bad("MaximumFractionalValue (0062,000E)", "%d, want 1..255", m)
 		}
 	default:
-		return bad("SegmentationType", "%q, want BINARY or FRACTIONAL", d.Type)
+		return bad("SegmentationType (0062,0001)", "%q, want BINARY or FRACTIONAL", d.Type)
 	}
 	if len(d.Segments) == 0 {
-		return bad("SegmentSequence", "no segments")
+		return bad("SegmentSequence (0062,0002)", "no segments")
 	}
 	if len(d.Segments) > 65535 {
-		return bad("SegmentSequence", "%d segments", len(d.Segments))
+		return bad("SegmentSequence (0062,0002)", "%d segments", len(d.Segments))
 	}
 	if err := checkCS(d.ContentLabel, "ContentLabel (0070,0080)"); err != nil {
 		return err
 	}
 	for _, f := range []struct{ name, v string }{
 		{"SeriesDescription (0008,103E)", d.SeriesDescription}, {"ContentDescription (0070,0081)", d.ContentDescription},
-		{"Manufacturer (0008,0070)", d.Manufacturer}, {"ManufacturerModelName (0008,1090)", d.ManufacturerModelName},
-		{"DeviceSerialNumber (0018,1000)", d.DeviceSerialNumber}, {"SoftwareVersions (0018,1020)", d.SoftwareVersions},
 		{"ContentCreatorName (0070,0084)", d.ContentCreatorName},
 	} {
 		if err := checkLO(f.v, f.name, false); err != nil {
 			return err
 		}
 	}
+	if err := d.Equipment.validate(ErrInvalidSEG); err != nil {
+		return err
+	}
 	for _, uid := range []struct{ name, v string }{{"SOPInstanceUID (0008,0018)", d.SOPInstanceUID}, {"SeriesInstanceUID (0020,000E)", d.SeriesInstanceUID}} {
-		if uid.v != "" && !ValidUID(uid.v) {
-			return bad(uid.name, "%q is not a valid UID", uid.v)
+		if err := checkUID(ErrInvalidSEG, uid.v, uid.name, false); err != nil {
+			return err
 		}
 	}
+	trackingIDOf := map[string]string{}  // TrackingUID -> TrackingID
+	trackingUIDOf := map[string]string{} // TrackingID -> TrackingUID
 	for i, sg := range d.Segments {
-		where := func(a string) string { return fmt.Sprintf("segment %d %s", i+1, a) }
-		if err := checkLO(sg.Label, where("SegmentLabel (0062,0005)"), true); err != nil {
+		if err := sg.validate(i + 1); err != nil {
 			return err
 		}
-		if err := checkLO(sg.Algorithm.Name, where("SegmentAlgorithmName (0062,0009)"), true); err != nil {
-			return err
+		if sg.TrackingUID == "" {
+			continue
 		}
-		if err := checkLO(sg.Algorithm.Version, where("AlgorithmVersion (0066,0031)"), true); err != nil {
-			return err
+		if id, ok := trackingIDOf[sg.TrackingUID]; ok && id != sg.TrackingID {
+			return bad(fmt.Sprintf("segment %d TrackingID (0062,0020)", i+1), "%q, but another segment with TrackingUID %s has %q", sg.TrackingID, sg.TrackingUID, id)
 		}
-		for _, c := range []struct {
-			name string
-			c    Code
-		}{{"SegmentedPropertyCategoryCodeSequence", sg.Category}, {"SegmentedPropertyTypeCodeSequence", sg.Type}, {"AlgorithmFamilyCodeSequence", sg.Algorithm.Family}} {
-			if c.name == "AlgorithmFamilyCodeSequence" && c.c == (Code{}) {
-				continue
-			}
-			if err := checkCode(c.c, where(c.name)); err != nil {
-				return err
-			}
+		if uid, ok := trackingUIDOf[sg.TrackingID]; ok && uid != sg.TrackingUID {
+			return bad(fmt.Sprintf("segment %d TrackingUID (0062,0021)", i+1), "%s, but another segment with TrackingID %q has %s", sg.TrackingUID, sg.TrackingID, uid)
 		}
-		if len(sg.Description) > 1024 {
-			return bad(where("SegmentDescription (0062,0006)"), "longer than 1024 characters")
-		}
+		trackingIDOf[sg.TrackingUID], trackingUIDOf[sg.TrackingID] = sg.TrackingID, sg.TrackingUID
 	}
 	if len(masks) != len(d.Segments) {
 		return bad("masks", "%d mask sets for %d segments", len(masks), len(d.Segments))
@@ -585,64 +534,62 @@ func (d *SEGDescription) validate(src *Series, masks [][][]uint8) error {
 	return nil
 }
 
-// checkCS enforces the CS character repertoire (upper-case letters, digits, space, underscore)
-// and 16 characters.
-func checkCS(v, name string) error {
-	if len(v) > 16 {
-		return newErr(ErrInvalidSEG, "", name, "%q is longer than 16 characters", v)
+// validate checks one Segment Description Macro item (number is the segment number).
+func (sg *SegmentDescription) validate(number int) error {
+	where := func(a string) string { return fmt.Sprintf("segment %d %s", number, a) }
+	if err := checkLO(sg.Label, where("SegmentLabel (0062,0005)"), true); err != nil {
+		return err
 	}
-	for _, r := range v {
-		if !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ' ' || r == '_') {
-			return newErr(ErrInvalidSEG, "", name, "%q: only A-Z, 0-9, space and _ are allowed in a code string", v)
+	if len(sg.Description) > 1024 {
+		return newErr(ErrInvalidSEG, "", where("SegmentDescription (0062,0006)"), "longer than 1024 characters")
+	}
+	if err := checkCode(sg.Category, where("SegmentedPropertyCategoryCodeSequence (0062,0003)")); err != nil {
+		return err
+	}
+	if err := checkCode(sg.Type, where("SegmentedPropertyTypeCodeSequence (0062,000F)")); err != nil {
+		return err
+	}
+	if sg.AnatomicRegion != nil {
+		if err := checkCode(*sg.AnatomicRegion, where("AnatomicRegionSequence (0008,2218)")); err != nil {
+			return err
+		}
+	}
+	if err := sg.Algorithm.validate(where); err != nil {
+		return err
+	}
+	switch {
+	case sg.TrackingID == "" && sg.TrackingUID == "":
+	case sg.TrackingID == "" || strings.TrimSpace(sg.TrackingID) == "":
+		return newErr(ErrInvalidSEG, "", where("TrackingID (0062,0020)"), "empty, but TrackingUID %s is set: give both or neither", sg.TrackingUID)
+	case sg.TrackingUID == "":
+		return newErr(ErrInvalidSEG, "", where("TrackingUID (0062,0021)"), "empty, but TrackingID %q is set: give both or neither (the caller keeps the UID stable across versions)", sg.TrackingID)
+	default:
+		if err := checkUID(ErrInvalidSEG, sg.TrackingUID, where("TrackingUID (0062,0021)"), true); err != nil {
+			return err
+		}
+		if strings.ContainsAny(sg.TrackingID, "\\") || len(sg.TrackingID) > 1024 {
+			return newErr(ErrInvalidSEG, "", where("TrackingID (0062,0020)"), "%q: no backslash, at most 1024 characters", sg.TrackingID)
 		}
 	}
 	return nil
 }
 
-// checkLO enforces LO: at most 64 characters, no backslash or control characters.
-func checkLO(v, name string, required bool) error {
-	if required && strings.TrimSpace(v) == "" {
-		return newErr(ErrInvalidSEG, "", name, "empty")
-	}
-	if utf8.RuneCountInString(v) > 64 {
-		return newErr(ErrInvalidSEG, "", name, "%q is longer than 64 characters", v)
-	}
-	for _, r := range v {
-		if r == '\\' || r < 0x20 && r != 0x1b {
-			return newErr(ErrInvalidSEG, "", name, "%q contains a backslash or control character", v)
+func (a Algorithm) validate(where func(string) string) error {
+	switch a.Type {
+	case Automatic, SemiAutomatic:
+	case Manual:
+		if a.Name != "" || a.Version != "" || a.Family != (Code{}) {
+			return newErr(ErrInvalidSEG, "", where("SegmentAlgorithmType (0062,0008)"), "MANUAL segments carry no algorithm name, version or family")
 		}
+		return nil
+	default:
+		return newErr(ErrInvalidSEG, "", where("SegmentAlgorithmType (0062,0008)"), "%q, want AUTOMATIC, SEMIAUTOMATIC or MANUAL", a.Type)
 	}
-	return nil
-}
-
-func checkCode(c Code, name string) error {
-	if c.Code == "" || c.Scheme == "" || c.Meaning == "" {
-		return newErr(ErrInvalidSEG, "", name, "code %+v needs scheme, code and meaning", c)
+	if err := checkLO(a.Name, where("SegmentAlgorithmName (0062,0009)"), true); err != nil {
+		return err
 	}
-	if len(c.Code) > 16 || len(c.Scheme) > 16 {
-		return newErr(ErrInvalidSEG, "", name, "code value or scheme longer than 16 characters: %+v", c)
+	if err := checkLO(a.Version, where("AlgorithmVersion (0066,0031)"), true); err != nil {
+		return err
 	}
-	if c.Scheme == "SRT" {
-		return newErr(ErrInvalidSEG, "", name, "SRT codes are retired: use SCT")
-	}
-	return checkLO(c.Meaning, name+" CodeMeaning", true)
-}
-
-// ValidUID reports whether s is a valid UID: at most 64 characters, dot-separated numeric
-// components without leading zeros.
-func ValidUID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, comp := range strings.Split(s, ".") {
-		if comp == "" || (len(comp) > 1 && comp[0] == '0') {
-			return false
-		}
-		for _, r := range comp {
-			if r < '0' || r > '9' {
-				return false
-			}
-		}
-	}
-	return true
+	return checkCode(a.Family, where("AlgorithmFamilyCodeSequence (0066,002F)"))
 }

@@ -18,7 +18,8 @@ import (
 var (
 	noduleCategory = Code{Scheme: "SCT", Code: "49755003", Meaning: "Morphologically Altered Structure"}
 	noduleType     = Code{Scheme: "SCT", Code: "27925004", Meaning: "Nodule"}
-	dpersonaAlgo   = Algorithm{Name: "D-Persona", Version: "2026.11.28-1"}
+	dpersonaAlgo   = Algorithm{Type: Automatic, Name: "D-Persona", Version: "2026.11.28-1", Family: AlgorithmFamilyAI}
+	testEquipment  = Equipment{Manufacturer: "dpersona", ManufacturerModelName: "dpersona gateway", DeviceSerialNumber: "test-installation", SoftwareVersions: "test"}
 )
 
 func segmentDescs(labels ...string) []SegmentDescription {
@@ -202,8 +203,8 @@ type segCase struct {
 
 func binaryAndFractionalCases(name string, s *Series, paths []string, raterMasks [][][]uint8, labels []string) []segCase {
 	return []segCase{
-		{name + "-binary", s, paths, SEGDescription{Type: Binary, Segments: segmentDescs(labels...), SeriesDescription: "D-Persona raters and samples", ContentLabel: "DPERSONA"}, raterMasks},
-		{name + "-fractional", s, paths, SEGDescription{Type: Fractional, Segments: segmentDescs("Nodule consensus"), SeriesDescription: "D-Persona soft consensus", ContentLabel: "DPERSONA_SOFT"}, softConsensus(s, raterMasks)},
+		{name + "-binary", s, paths, SEGDescription{Equipment: testEquipment, Type: Binary, Segments: segmentDescs(labels...), SeriesDescription: "D-Persona raters and samples", ContentLabel: "DPERSONA"}, raterMasks},
+		{name + "-fractional", s, paths, SEGDescription{Equipment: testEquipment, Type: Fractional, Segments: segmentDescs("Nodule consensus"), SeriesDescription: "D-Persona soft consensus", ContentLabel: "DPERSONA_SOFT"}, softConsensus(s, raterMasks)},
 	}
 }
 
@@ -367,7 +368,7 @@ func TestSEGPixelDataMatchesReferenceWriters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			desc := SEGDescription{Type: ref.Type, ContentLabel: "ROUNDTRIP"}
+			desc := SEGDescription{Equipment: testEquipment, Type: ref.Type, ContentLabel: "ROUNDTRIP"}
 			if ref.Type == Fractional {
 				desc.MaxFractionalValue = ref.MaxFractionalValue
 			}
@@ -421,7 +422,7 @@ func head(b []byte) []byte {
 func TestSEGRejectsBadDescriptions(t *testing.T) {
 	s := loadFixture(t, "ct5n-pydicom")
 	masks := syntheticMasks(s, 1)
-	good := SEGDescription{Type: Binary, Segments: segmentDescs("Nodule"), ContentLabel: "DPERSONA"}
+	good := SEGDescription{Equipment: testEquipment, Type: Binary, Segments: segmentDescs("Nodule"), ContentLabel: "DPERSONA"}
 	if _, _, err := EncodeSEG(s, good, masks); err != nil {
 		t.Fatalf("good description rejected: %v", err)
 	}
@@ -447,16 +448,103 @@ func TestSEGRejectsBadDescriptions(t *testing.T) {
 		"mask of wrong size":         func(d *SEGDescription, m *[][][]uint8) { (*m)[0][1] = make([]uint8, 10) },
 		"masks for too few slices":   func(d *SEGDescription, m *[][][]uint8) { (*m)[0] = (*m)[0][:2] },
 		"invalid UID":                func(d *SEGDescription, m *[][][]uint8) { d.SOPInstanceUID = "1.2.03" },
+		"no algorithm type":          func(d *SEGDescription, m *[][][]uint8) { d.Segments[0].Algorithm.Type = "" },
+		"no algorithm family":        func(d *SEGDescription, m *[][][]uint8) { d.Segments[0].Algorithm.Family = Code{} },
+		"no algorithm version":       func(d *SEGDescription, m *[][][]uint8) { d.Segments[0].Algorithm.Version = "" },
+		"manual with an algorithm":   func(d *SEGDescription, m *[][][]uint8) { d.Segments[0].Algorithm.Type = Manual },
+		"tracking ID without UID":    func(d *SEGDescription, m *[][][]uint8) { d.Segments[0].TrackingID = "lesion 1" },
+		"tracking UID without ID":    func(d *SEGDescription, m *[][][]uint8) { d.Segments[0].TrackingUID = NewUID() },
+		"invalid tracking UID": func(d *SEGDescription, m *[][][]uint8) {
+			d.Segments[0].TrackingID, d.Segments[0].TrackingUID = "lesion 1", "1.2.x"
+		},
+		"one tracking UID, two IDs": func(d *SEGDescription, m *[][][]uint8) {
+			u := NewUID()
+			d.Segments = segmentDescs("a", "b")
+			d.Segments[0].TrackingID, d.Segments[0].TrackingUID = "lesion 1", u
+			d.Segments[1].TrackingID, d.Segments[1].TrackingUID = "lesion 2", u
+			*m = append(*m, (*m)[0])
+		},
+		"no device serial number": func(d *SEGDescription, m *[][][]uint8) { d.Equipment.DeviceSerialNumber = "" },
+		"no manufacturer":         func(d *SEGDescription, m *[][][]uint8) { d.Equipment.Manufacturer = "" },
+		"anatomic region sans code": func(d *SEGDescription, m *[][][]uint8) {
+			d.Segments[0].AnatomicRegion = &Code{Scheme: "SCT", Meaning: "Lung"}
+		},
 		"fractional value above max": func(d *SEGDescription, m *[][][]uint8) {
 			d.Type, d.MaxFractionalValue = Fractional, 100
 			(*m)[0][1] = bytes.Repeat([]uint8{101}, s.Rows*s.Cols)
 		},
 	}
+	// Each error names the attribute at fault.
+	names := map[string]string{
+		"no algorithm type": "SegmentAlgorithmType (0062,0008)", "no algorithm family": "AlgorithmFamilyCodeSequence (0066,002F)",
+		"tracking ID without UID": "TrackingUID (0062,0021)", "tracking UID without ID": "TrackingID (0062,0020)",
+		"one tracking UID, two IDs": "segment 2 TrackingID (0062,0020)", "no device serial number": "DeviceSerialNumber (0018,1000)",
+		"anatomic region sans code": "AnatomicRegionSequence (0008,2218)",
+	}
 	for name, f := range cases {
 		d, m := mod(f)
-		if _, _, err := EncodeSEG(s, d, m); !errors.Is(err, ErrInvalidSEG) {
+		_, _, err := EncodeSEG(s, d, m)
+		if !errors.Is(err, ErrInvalidSEG) {
 			t.Errorf("%s: want ErrInvalidSEG, got %v", name, err)
+			continue
 		}
+		if want := names[name]; want != "" && !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %q does not name %s", name, err, want)
+		}
+	}
+}
+
+// TestSEGIdentityComesFromTheCaller: TrackingID/TrackingUID, algorithm type and anatomic region
+// are written as given and stay the same when the same finding is encoded again (a new version of
+// the result), while several lesions share one SEG as segments of their own.
+func TestSEGIdentityComesFromTheCaller(t *testing.T) {
+	s := loadFixture(t, "ct5n-pydicom")
+	lesion1, lesion2 := NewUID(), NewUID()
+	segs := segmentDescs("Lesion 1 rater 1", "Lesion 1 rater 2", "Lesion 2 rater 1")
+	for i := range segs {
+		segs[i].Algorithm.Type = SemiAutomatic
+		segs[i].AnatomicRegion = &Lung
+	}
+	segs[0].TrackingID, segs[0].TrackingUID = "Lesion 1", lesion1
+	segs[1].TrackingID, segs[1].TrackingUID = "Lesion 1", lesion1
+	segs[2].TrackingID, segs[2].TrackingUID = "Lesion 2", lesion2
+	desc := SEGDescription{Equipment: testEquipment, Type: Binary, Segments: segs, ContentLabel: "LESIONS"}
+	masks := syntheticMasks(s, 3)
+	dir := t.TempDir()
+	var read []*SEG
+	for v := 0; v < 2; v++ {
+		p := filepath.Join(dir, fmt.Sprintf("v%d.dcm", v))
+		if _, err := WriteSEGFile(p, s, desc, masks); err != nil {
+			t.Fatal(err)
+		}
+		seg, err := ReadSEG(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		read = append(read, seg)
+		if errs, _ := dciodvfy(t, p); len(errs) > 0 {
+			t.Fatalf("dciodvfy:\n%s", strings.Join(errs, "\n"))
+		}
+	}
+	for v, seg := range read {
+		if len(seg.Segments) != 3 {
+			t.Fatalf("version %d: %d segments", v, len(seg.Segments))
+		}
+		for i, sg := range seg.Segments {
+			want := segs[i]
+			if sg.TrackingID != want.TrackingID || sg.TrackingUID != want.TrackingUID {
+				t.Errorf("version %d segment %d: tracking %q %s, want %q %s", v, i+1, sg.TrackingID, sg.TrackingUID, want.TrackingID, want.TrackingUID)
+			}
+			if sg.Algorithm != want.Algorithm {
+				t.Errorf("version %d segment %d: algorithm %+v, want %+v", v, i+1, sg.Algorithm, want.Algorithm)
+			}
+			if sg.AnatomicRegion == nil || *sg.AnatomicRegion != Lung {
+				t.Errorf("version %d segment %d: anatomic region %v", v, i+1, sg.AnatomicRegion)
+			}
+		}
+	}
+	if read[0].SOPInstanceUID == read[1].SOPInstanceUID {
+		t.Fatal("two encodings share a SOP Instance UID")
 	}
 }
 
@@ -494,7 +582,7 @@ func abs(v float64) float64 {
 func TestSEGFramesNeverMatchTheWrongSlice(t *testing.T) {
 	s := loadFixture(t, "ct5n-pydicom")
 	masks := syntheticMasks(s, 2)
-	data, _, err := EncodeSEG(s, SEGDescription{Type: Binary, Segments: segmentDescs("a", "b")}, masks)
+	data, _, err := EncodeSEG(s, SEGDescription{Equipment: testEquipment, Type: Binary, Segments: segmentDescs("a", "b")}, masks)
 	if err != nil {
 		t.Fatal(err)
 	}

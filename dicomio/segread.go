@@ -28,7 +28,6 @@ type SEG struct {
 type SegmentInfo struct {
 	Number int
 	SegmentDescription
-	AlgorithmType string
 }
 
 // SEGFrame is one frame with its functional groups resolved.
@@ -146,11 +145,16 @@ func ReadSEG(path string) (*SEG, error) {
 		}
 		si.Label = it.str(tagSegmentLabel)
 		si.Description = it.str(tagSegmentDesc)
-		si.AlgorithmType = it.str(tagSegAlgoType)
+		si.Algorithm.Type = AlgorithmType(it.str(tagSegAlgoType))
 		si.Algorithm.Name = it.str(tagSegAlgoName)
 		si.Category = readCode(it, tagCategoryCode)
 		si.Type = readCode(it, tagTypeCode)
 		si.TrackingID = it.str(tagTrackingID)
+		si.TrackingUID = it.str(tag.TrackingUID)
+		if _, ok := it.item(tag.AnatomicRegionSequence); ok {
+			c := readCode(it, tag.AnatomicRegionSequence)
+			si.AnatomicRegion = &c
+		}
 		if alg, ok := it.item(tagSegAlgoIdent); ok {
 			si.Algorithm.Version = alg.str(tagAlgoVersion)
 			if n := alg.str(tagAlgoName); n != "" {

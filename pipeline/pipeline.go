@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,12 +140,15 @@ type Processor struct {
 	fallback *inference.Engine
 	// SoftwareVersion is written into the SEG objects (SoftwareVersions).
 	SoftwareVersion string
-	Logger          *slog.Logger
+	// DeviceSerialNumber identifies this installation in the objects it writes (Enhanced General
+	// Equipment makes it Type 1); New defaults it to the host name.
+	DeviceSerialNumber string
+	Logger             *slog.Logger
 }
 
 // New returns a processor whose default model is def; others are selectable by manifest name.
 func New(def *inference.Engine, others ...*inference.Engine) *Processor {
-	p := &Processor{engines: map[string]*inference.Engine{}, fallback: def, SoftwareVersion: "dev"}
+	p := &Processor{engines: map[string]*inference.Engine{}, fallback: def, SoftwareVersion: "dev", DeviceSerialNumber: hostSerial()}
 	for _, e := range append([]*inference.Engine{def}, others...) {
 		p.engines[e.Bundle().Manifest.Name] = e
 	}
@@ -424,7 +429,7 @@ func (p *Processor) describe(m *inference.Manifest, o Output, outs []sliceOutput
 	if !ok {
 		family = dicomio.AlgorithmFamilyAI
 	}
-	alg := dicomio.Algorithm{Name: m.Algorithm.Name, Version: m.Algorithm.Version, Family: family}
+	alg := dicomio.Algorithm{Type: dicomio.Automatic, Name: m.Algorithm.Name, Version: m.Algorithm.Version, Family: family}
 	seg := func(label, description string) dicomio.SegmentDescription {
 		return dicomio.SegmentDescription{
 			Label: truncate(label, 64), Description: description,
@@ -434,7 +439,8 @@ func (p *Processor) describe(m *inference.Manifest, o Output, outs []sliceOutput
 		}
 	}
 	desc := dicomio.SEGDescription{Type: dicomio.Binary, SeriesNumber: 9000 + index,
-		SoftwareVersions: truncate(p.SoftwareVersion, 64), ManufacturerModelName: "dpersona"}
+		Equipment: dicomio.Equipment{Manufacturer: "dpersona", ManufacturerModelName: "dpersona",
+			DeviceSerialNumber: truncate(p.DeviceSerialNumber, 64), SoftwareVersions: truncate(p.SoftwareVersion, 64)}}
 	var masks [][][]uint8
 	switch o {
 	case OutputRaters:
@@ -479,6 +485,20 @@ func (p *Processor) describe(m *inference.Manifest, o Output, outs []sliceOutput
 		masks = append(masks, ms)
 	}
 	return desc, masks
+}
+
+// hostSerial is the host name, the best installation identifier a processor has by itself.
+func hostSerial() string {
+	h, err := os.Hostname()
+	if err != nil || strings.TrimSpace(h) == "" {
+		return "unnamed host"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == '\\' {
+			return '_'
+		}
+		return r
+	}, h)
 }
 
 func truncate(s string, n int) string {
