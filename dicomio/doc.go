@@ -60,7 +60,7 @@
 //
 // EncodeSEG/WriteSEG/WriteSEGFile write Segmentation Storage in explicit VR little endian with
 // all required modules: patient and study attributes copied from the source, new UIDs
-// (2.25.<UUID>, see NewUID) unless given, segments numbered from 1 in the order given with
+// (2.25.<UUID>, see dicomstd.NewUID) unless given, segments numbered from 1 in the order given with
 // labels, category/type codes, the caller's algorithm identification and tracking identifiers,
 // SegmentsOverlap computed from the
 // masks, shared orientation and pixel measures, per-frame source image reference

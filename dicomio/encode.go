@@ -2,15 +2,15 @@ package dicomio
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math/big"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"dpersona/internal/dicomstd"
 )
 
 // A small explicit-VR-little-endian encoder. We write derived objects ourselves rather than
@@ -68,9 +68,6 @@ func vrOf(t tag.Tag) string {
 	return info.VRs[0]
 }
 
-// Value representations with a 4-byte length field in explicit VR (PS3.5 7.1.2).
-var longLengthVR = map[string]bool{"OB": true, "OD": true, "OF": true, "OL": true, "OV": true, "OW": true, "SQ": true, "SV": true, "UC": true, "UN": true, "UR": true, "UT": true, "UV": true}
-
 func (e *element) valueBytes() []byte {
 	var b bytes.Buffer
 	switch e.vr {
@@ -127,7 +124,7 @@ func encodeDataset(elems []element) []byte {
 		binary.LittleEndian.PutUint16(hdr[0:], uint16(e.tag>>16))
 		binary.LittleEndian.PutUint16(hdr[2:], uint16(e.tag))
 		copy(hdr[4:6], e.vr)
-		if longLengthVR[e.vr] {
+		if dicomstd.LongVR(e.vr) {
 			binary.LittleEndian.PutUint32(hdr[8:], uint32(len(v)))
 			b.Write(hdr[:12])
 		} else {
@@ -139,43 +136,17 @@ func encodeDataset(elems []element) []byte {
 	return b.Bytes()
 }
 
-// ImplementationClassUID identifies files written by this package (a 2.25 UUID-derived root).
-const ImplementationClassUID = "2.25.22047542288229317557698361293253583582"
-
-// ImplementationVersionName goes into (0002,0013).
-const ImplementationVersionName = "DPERSONA_1"
-
-const explicitVRLittleEndian = "1.2.840.10008.1.2.1"
-
-// encodePart10 writes the preamble, the complete file meta group and the dataset.
+// encodePart10 writes the preamble, the file meta group (dicomstd.EncodeFileMeta, with this
+// implementation's class UID) and the data set in explicit VR little endian.
 func encodePart10(sopClassUID, sopInstanceUID string, dataset []element) []byte {
-	meta := encodeDataset([]element{
-		attrOB(tag.FileMetaInformationVersion, []byte{0, 1}),
-		attr(tag.MediaStorageSOPClassUID, sopClassUID),
-		attr(tag.MediaStorageSOPInstanceUID, sopInstanceUID),
-		attr(tag.TransferSyntaxUID, explicitVRLittleEndian),
-		attr(tag.ImplementationClassUID, ImplementationClassUID),
-		attr(tag.ImplementationVersionName, ImplementationVersionName),
+	meta := dicomstd.EncodeFileMeta(dicomstd.FileMeta{
+		MediaStorageSOPClassUID:    sopClassUID,
+		MediaStorageSOPInstanceUID: sopInstanceUID,
+		TransferSyntaxUID:          dicomstd.ExplicitVRLittleEndian,
+		ImplementationClassUID:     dicomstd.ImplementationClassUID,
+		ImplementationVersionName:  dicomstd.ImplementationVersionName,
 	})
-	var b bytes.Buffer
-	b.Write(make([]byte, 128))
-	b.WriteString("DICM")
-	b.Write(encodeDataset([]element{attrUL(tag.FileMetaInformationGroupLength, uint32(len(meta)))}))
-	b.Write(meta)
-	b.Write(encodeDataset(dataset))
-	return b.Bytes()
-}
-
-// NewUID returns a new globally unique UID of the form 2.25.<128-bit random UUID in decimal>
-// (PS3.5 B.2): at most 44 characters, no leading zeros.
-func NewUID() string {
-	var u [16]byte
-	if _, err := rand.Read(u[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	return "2.25." + new(big.Int).SetBytes(u[:]).String()
+	return append(meta, encodeDataset(dataset)...)
 }
 
 // formatDS renders a decimal string of at most 16 characters (PS3.5 6.2), keeping as many

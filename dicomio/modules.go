@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"dpersona/internal/dicomstd"
 )
 
 // Module builders shared by every object this package writes (SEG, RTSTRUCT, Key Object
@@ -196,30 +198,11 @@ func checkCodeKind(kind error, c Code, name string) error {
 	return checkLOKind(kind, c.Meaning, name+" CodeMeaning", true)
 }
 
-// ValidUID reports whether s is a valid UID: at most 64 characters, dot-separated numeric
-// components without leading zeros.
-func ValidUID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, comp := range strings.Split(s, ".") {
-		if comp == "" || (len(comp) > 1 && comp[0] == '0') {
-			return false
-		}
-		for _, r := range comp {
-			if r < '0' || r > '9' {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 func checkUID(kind error, v, name string, required bool) error {
 	if v == "" && !required {
 		return nil
 	}
-	if !ValidUID(v) {
+	if !dicomstd.ValidUID(v) {
 		return newErr(kind, "", name, "%q is not a valid UID", v)
 	}
 	return nil

@@ -3,13 +3,13 @@ package dicomio
 import (
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"dpersona/internal/dicomstd"
 )
 
 // The Segmentation IOD (PS3.3 A.51), built the highdicom way: the caller describes the object
@@ -120,29 +120,16 @@ type SEGInfo struct {
 	Size              int // bytes
 }
 
-// WriteSEGFile writes the SEG to path (via a temporary file and rename).
+// WriteSEGFile writes the SEG to path, atomically and durably (dicomstd.WriteFileAtomic).
 func WriteSEGFile(path string, src *Series, desc SEGDescription, masks [][][]uint8) (*SEGInfo, error) {
 	data, info, err := EncodeSEG(src, desc, masks)
 	if err != nil {
 		return nil, err
 	}
-	return info, writeFileAtomic(path, data)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".dicomio-*")
-	if err != nil {
-		return err
+	if err := dicomstd.WriteFileAtomic(path, data, 0o644); err != nil {
+		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return info, nil
 }
 
 // WriteSEG encodes the SEG (see EncodeSEG) to w.
@@ -171,8 +158,8 @@ func EncodeSEG(src *Series, desc SEGDescription, masks [][][]uint8) ([]byte, *SE
 	if now.IsZero() {
 		now = time.Now()
 	}
-	desc.SOPInstanceUID = orDefault(desc.SOPInstanceUID, NewUID())
-	desc.SeriesInstanceUID = orDefault(desc.SeriesInstanceUID, NewUID())
+	desc.SOPInstanceUID = orDefault(desc.SOPInstanceUID, dicomstd.NewUID())
+	desc.SeriesInstanceUID = orDefault(desc.SeriesInstanceUID, dicomstd.NewUID())
 
 	var frames []segFrame
 	for s := range masks {
@@ -310,7 +297,7 @@ func segmentSequence(segments []SegmentDescription) element {
 
 // dimensionModule is the Multi-frame Dimension module: segment number, then image position.
 func dimensionModule() []element {
-	org := NewUID()
+	org := dicomstd.NewUID()
 	return []element{
 		attrSeq(tag.DimensionOrganizationSequence, []element{attr(tag.DimensionOrganizationUID, org)}),
 		attrSeq(tag.DimensionIndexSequence,

@@ -3,6 +3,8 @@ package dispatch
 import (
 	"encoding/binary"
 	"fmt"
+
+	"dpersona/internal/dicomstd"
 )
 
 // ExplicitToImplicitLE re-encodes a data set (no meta group) from explicit VR little endian to
@@ -22,10 +24,6 @@ func ExplicitToImplicitLE(in []byte) ([]byte, error) {
 	}
 	return out, nil
 }
-
-// longVRs have a 2-byte reserved field and a 32-bit length in explicit VR encoding.
-var longVRs = map[string]bool{"OB": true, "OD": true, "OF": true, "OL": true, "OV": true, "OW": true,
-	"SQ": true, "SV": true, "UC": true, "UN": true, "UR": true, "UT": true, "UV": true}
 
 const undefinedLength = 0xFFFFFFFF
 
@@ -49,7 +47,7 @@ func convertElements(in []byte, inItem bool) ([]byte, []byte, error) {
 		vr := string(in[4:6])
 		var length uint32
 		var hdr int
-		if longVRs[vr] {
+		if dicomstd.LongVR(vr) {
 			if len(in) < 12 {
 				return nil, nil, fmt.Errorf("(%04X,%04X): truncated header", group, elem)
 			}

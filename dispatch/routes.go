@@ -2,14 +2,14 @@ package dispatch
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"dpersona/internal/dicomstd"
 )
 
 // Outputs a route can ask for: one SEG object each.
@@ -143,11 +143,11 @@ func (r Routing) Validate() error {
 		tokens[escapeToken(d.Name)] = d.Name
 		switch d.Kind {
 		case KindDICOM:
-			if err := validAETitle(d.AETitle); err != nil {
+			if err := dicomstd.CheckAETitle(d.AETitle); err != nil {
 				return fmt.Errorf("%s: ae_title: %w", where, err)
 			}
 			if d.CallingAE != "" {
-				if err := validAETitle(d.CallingAE); err != nil {
+				if err := dicomstd.CheckAETitle(d.CallingAE); err != nil {
 					return fmt.Errorf("%s: calling_ae: %w", where, err)
 				}
 			}
@@ -191,21 +191,6 @@ func (r Routing) Validate() error {
 		}
 		if rt.MaxInstances > 0 && rt.MaxInstances < rt.MinInstances {
 			return fmt.Errorf("%s: max_instances %d < min_instances %d", where, rt.MaxInstances, rt.MinInstances)
-		}
-	}
-	return nil
-}
-
-func validAETitle(ae string) error {
-	if strings.TrimSpace(ae) == "" {
-		return errors.New("empty")
-	}
-	if len(ae) > 16 {
-		return fmt.Errorf("%q is longer than 16 characters", ae)
-	}
-	for _, c := range ae {
-		if c < 0x20 || c > 0x7e || c == '\\' {
-			return fmt.Errorf("%q has a character not allowed in an AE title", ae)
 		}
 	}
 	return nil
@@ -256,25 +241,11 @@ func (r Routing) Match(ev StudyComplete, se SeriesRef) []Route {
 
 // ParseForwardTo turns --forward-to AET@HOST:PORT into a C-STORE destination named "forward".
 func ParseForwardTo(s string) (Destination, error) {
-	at := strings.LastIndex(s, "@")
-	if at <= 0 {
-		return Destination{}, fmt.Errorf("--forward-to %q: want AET@HOST:PORT", s)
+	a, err := dicomstd.ParseAddress(s)
+	if err != nil {
+		return Destination{}, fmt.Errorf("--forward-to %q: %w", s, err)
 	}
-	ae, hostport := s[:at], s[at+1:]
-	colon := strings.LastIndex(hostport, ":")
-	if colon <= 0 {
-		return Destination{}, fmt.Errorf("--forward-to %q: want AET@HOST:PORT (no port)", s)
-	}
-	host := strings.Trim(hostport[:colon], "[]")
-	port, err := strconv.Atoi(hostport[colon+1:])
-	if err != nil || port <= 0 || port > 65535 {
-		return Destination{}, fmt.Errorf("--forward-to %q: port %q is not in 1..65535", s, hostport[colon+1:])
-	}
-	d := Destination{Name: "forward", Kind: KindDICOM, AETitle: ae, Host: host, Port: port}
-	if err := validAETitle(ae); err != nil {
-		return d, fmt.Errorf("--forward-to %q: AE title: %w", s, err)
-	}
-	return d, nil
+	return Destination{Name: "forward", Kind: KindDICOM, AETitle: a.AETitle, Host: a.Host, Port: a.Port}, nil
 }
 
 // DefaultRouting is what serve runs without a routes section: every CT series goes through the

@@ -8,6 +8,7 @@ import (
 	"dpersona/gateway/dimse"
 	"dpersona/gateway/part10"
 	"dpersona/gateway/pdu"
+	"dpersona/internal/dicomstd"
 	"dpersona/internal/obs"
 )
 
@@ -65,7 +66,7 @@ type Policy struct {
 
 func (p *Policy) calledAEAllowed(ae string) bool {
 	for _, a := range p.AETitles {
-		if a == ae {
+		if dicomstd.TrimAETitle(a) == ae {
 			return true
 		}
 	}
@@ -83,7 +84,7 @@ func (p *Policy) peerAllowed(callingAE string, remote net.Addr) (allowed, aeKnow
 		ip = tcp.IP
 	}
 	for _, peer := range p.Peers {
-		if peer.AETitle != callingAE {
+		if dicomstd.TrimAETitle(peer.AETitle) != callingAE {
 			continue
 		}
 		aeKnown = true
@@ -178,11 +179,14 @@ func (p *Policy) Validate() error {
 		return fmt.Errorf("gateway: no AE title configured")
 	}
 	for _, ae := range p.AETitles {
-		if ae == "" || len(ae) > 16 || strings.ContainsAny(ae, "\\") || strings.TrimSpace(ae) != ae {
-			return fmt.Errorf("gateway: AE title %q is not valid (1-16 characters, no backslash, no leading/trailing spaces)", ae)
+		if err := dicomstd.CheckAETitle(ae); err != nil {
+			return fmt.Errorf("gateway: AE title %q: %w", ae, err)
 		}
 	}
 	for _, peer := range p.Peers {
+		if err := dicomstd.CheckAETitle(peer.AETitle); err != nil {
+			return fmt.Errorf("gateway: peer AE title %q: %w", peer.AETitle, err)
+		}
 		for _, h := range peer.Hosts {
 			if strings.Contains(h, "/") {
 				if _, _, err := net.ParseCIDR(h); err != nil {

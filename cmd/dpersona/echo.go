@@ -5,40 +5,24 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/scu"
+	"dpersona/internal/dicomstd"
 )
 
 func init() { registerCommand(newEchoCommand) }
 
-// parseDestination splits "AET@HOST:PORT" into the AE title and the address.
+// parseDestination splits "AET@HOST:PORT" into the AE title and the address to dial.
 func parseDestination(s string) (ae, addr string, err error) {
-	at := strings.LastIndex(s, "@")
-	if at <= 0 {
-		return "", "", fmt.Errorf("destination %q: want AET@HOST:PORT", s)
-	}
-	ae, addr = s[:at], s[at+1:]
-	if len(ae) > 16 || strings.ContainsAny(ae, "\\") {
-		return "", "", fmt.Errorf("destination %q: AE title %q is not valid (at most 16 characters, no backslash)", s, ae)
-	}
-	host, port, err := net.SplitHostPort(addr)
+	a, err := dicomstd.ParseAddress(s)
 	if err != nil {
-		return "", "", fmt.Errorf("destination %q: %v", s, err)
+		return "", "", fmt.Errorf("destination %q: %w", s, err)
 	}
-	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-		return "", "", fmt.Errorf("destination %q: port %q is not a number in 1..65535", s, port)
-	}
-	if host == "" {
-		return "", "", fmt.Errorf("destination %q: host is empty", s)
-	}
-	return ae, addr, nil
+	return a.AETitle, a.HostPort(), nil
 }
 
 // explainDialError adds what an operator should check to an association failure.

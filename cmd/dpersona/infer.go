@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"dpersona/dicomio"
+	"dpersona/internal/dicomstd"
 	"dpersona/pipeline"
 )
 
@@ -110,7 +111,7 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 		var written []string
 		for _, seg := range res.SEGs {
 			p := filepath.Join(dst, string(seg.Output)+".dcm")
-			if err := writeFileAtomicInfer(p, seg.Data); err != nil {
+			if err := dicomstd.WriteFileAtomic(p, seg.Data, 0o644); err != nil {
 				return err
 			}
 			written = append(written, fmt.Sprintf("%s (%d segments, %d frames)", p, seg.Segments, seg.Frames))
@@ -149,22 +150,6 @@ func inferSeriesFiles(dir string) ([]string, error) {
 		return nil, errors.New("no DICOM Part-10 files found")
 	}
 	return files, nil
-}
-
-func writeFileAtomicInfer(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // progressBar draws "label [#####-----] done/total" on a terminal; elsewhere (logs, pipes) it

@@ -3,12 +3,13 @@ package main
 import (
 	"fmt"
 	"image/png"
-	"os"
+	"io"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"dpersona/dicomio"
+	"dpersona/internal/dicomstd"
 )
 
 func init() { registerCommand(newPreviewCommand) }
@@ -62,21 +63,7 @@ func newPreviewCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tmp := outPath + ".tmp"
-			f, err := os.Create(tmp)
-			if err != nil {
-				return err
-			}
-			if err := png.Encode(f, img); err != nil {
-				f.Close()
-				os.Remove(tmp)
-				return err
-			}
-			if err := f.Close(); err != nil {
-				os.Remove(tmp)
-				return err
-			}
-			if err := os.Rename(tmp, outPath); err != nil {
+			if err := dicomstd.WriteAtomic(outPath, 0o644, func(w io.Writer) error { return png.Encode(w, img) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: slice %d of %d (%s), %d segments\n", outPath, slice, len(src.Slices), src.Slices[slice].SOPInstanceUID, len(seg.Segments))

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"dpersona/gateway/store"
+	"dpersona/internal/dicomstd"
 	"dpersona/internal/obs"
 )
 
@@ -365,33 +366,10 @@ func (a *Assembler) poke() {
 	}
 }
 
-// writeState atomically replaces study.json (temp file, fsync, rename, directory fsync).
+// writeState atomically and durably replaces study.json.
 func (a *Assembler) writeState(dir string, sf stateFile) error {
 	b, _ := json.MarshalIndent(sf, "", "  ")
-	tmp, err := os.CreateTemp(dir, ".study.json.*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFileName)); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return dicomstd.WriteFileAtomic(filepath.Join(dir, stateFileName), b, 0o600)
 }
 
 // Run completes studies after their quiet window and hands them to the sink until ctx ends. It

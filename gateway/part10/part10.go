@@ -11,8 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
+
+	"dpersona/internal/dicomstd"
 )
 
 // Transfer syntaxes this package knows by name.
@@ -47,15 +48,9 @@ var ErrNotPart10 = errors.New("not a DICOM Part-10 file (no DICM marker after th
 // ErrMalformed wraps data set structure errors.
 var ErrMalformed = errors.New("malformed DICOM data")
 
-// Meta is the file meta information the gateway writes and reads.
-type Meta struct {
-	MediaStorageSOPClassUID    string
-	MediaStorageSOPInstanceUID string
-	TransferSyntaxUID          string
-	ImplementationClassUID     string
-	ImplementationVersionName  string
-	SourceAETitle              string
-}
+// Meta is the file meta information the gateway writes and reads (dicomstd.FileMeta: one
+// definition for the reader here and the one encoder).
+type Meta = dicomstd.FileMeta
 
 // maxMetaLength bounds the meta group: it holds a handful of UIDs and short strings.
 const maxMetaLength = 64 * 1024
@@ -91,7 +86,7 @@ func ReadMeta(r *bufio.Reader) (Meta, int64, error) {
 		vr := string(peek[4:6])
 		hdr := 8
 		var n uint32
-		if longVR(vr) {
+		if dicomstd.LongVR(vr) {
 			lb, err := r.Peek(12)
 			if err != nil {
 				return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
@@ -135,64 +130,8 @@ func ReadMeta(r *bufio.Reader) (Meta, int64, error) {
 	return m, off, nil
 }
 
-// longVR reports whether an explicit VR has the 2 reserved bytes and a 4-byte length.
-func longVR(vr string) bool {
-	switch vr {
-	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
-		return true
-	}
-	return false
-}
-
-type metaElement struct {
-	elem uint16
-	vr   string
-	v    []byte
-}
-
-// EncodeMeta returns the preamble, "DICM" and the meta group for m (group length first,
-// elements in ascending order, values padded to even length).
-func EncodeMeta(m Meta) []byte {
-	pad := func(s string, padByte byte) []byte {
-		b := []byte(s)
-		if len(b)%2 == 1 {
-			b = append(b, padByte)
-		}
-		return b
-	}
-	els := []metaElement{
-		{0x0001, "OB", []byte{0x00, 0x01}},
-		{0x0002, "UI", pad(m.MediaStorageSOPClassUID, 0)},
-		{0x0003, "UI", pad(m.MediaStorageSOPInstanceUID, 0)},
-		{0x0010, "UI", pad(m.TransferSyntaxUID, 0)},
-		{0x0012, "UI", pad(m.ImplementationClassUID, 0)},
-	}
-	if m.ImplementationVersionName != "" {
-		els = append(els, metaElement{0x0013, "SH", pad(m.ImplementationVersionName, ' ')})
-	}
-	if m.SourceAETitle != "" {
-		els = append(els, metaElement{0x0016, "AE", pad(m.SourceAETitle, ' ')})
-	}
-	sort.Slice(els, func(i, j int) bool { return els[i].elem < els[j].elem })
-	var body []byte
-	for _, e := range els {
-		body = binary.LittleEndian.AppendUint16(body, 0x0002)
-		body = binary.LittleEndian.AppendUint16(body, e.elem)
-		body = append(body, e.vr...)
-		if longVR(e.vr) {
-			body = append(body, 0, 0)
-			body = binary.LittleEndian.AppendUint32(body, uint32(len(e.v)))
-		} else {
-			body = binary.LittleEndian.AppendUint16(body, uint16(len(e.v)))
-		}
-		body = append(body, e.v...)
-	}
-	out := make([]byte, 128, 132+12+len(body))
-	out = append(out, "DICM"...)
-	out = append(out, 0x02, 0x00, 0x00, 0x00, 'U', 'L', 4, 0)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
-	return append(out, body...)
-}
+// EncodeMeta returns the preamble, "DICM" and the meta group for m (see dicomstd.EncodeFileMeta).
+func EncodeMeta(m Meta) []byte { return dicomstd.EncodeFileMeta(m) }
 
 // Encoding describes how a transfer syntax encodes the data set.
 type Encoding struct {
@@ -301,7 +240,7 @@ func (s *scanner) header(explicit bool) (Tag, string, uint32, error) {
 		return tag, "", n, nil
 	}
 	vr := string(b[4:6])
-	if longVR(vr) {
+	if dicomstd.LongVR(vr) {
 		lb, err := s.r.Peek(12)
 		if err != nil {
 			return 0, "", 0, fmt.Errorf("%w: element %s header truncated", ErrMalformed, tag)
@@ -415,30 +354,6 @@ func ReadFileHeader(r io.Reader) (Meta, Instance, int64, error) {
 	}
 	inst, err := ScanInstance(br, m.TransferSyntaxUID)
 	return m, inst, off, err
-}
-
-// ValidUID reports whether s is a syntactically valid UID usable as a file or directory name:
-// 1..64 characters, digit components separated by single dots.
-func ValidUID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	prevDot := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			if prevDot {
-				return false
-			}
-			prevDot = true
-		case c >= '0' && c <= '9':
-			prevDot = false
-		default:
-			return false
-		}
-	}
-	return !prevDot
 }
 
 // bytesReader helps tests and fuzzers scan an in-memory data set.

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"dpersona/internal/dicomstd"
 )
 
 // PDU types (PS3.8 table 9-11 and following).
@@ -40,7 +42,6 @@ const (
 	subItemMaxLength        byte = 0x51
 	subItemImplClassUID     byte = 0x52
 	subItemImplVersionName  byte = 0x55
-	maxUIDLength                 = 64
 	maxImplVersionNameLenth      = 16
 )
 
@@ -376,11 +377,6 @@ func aeField(ae string) []byte {
 	return b
 }
 
-// TrimAE removes the padding of an AE title; leading and trailing spaces are not significant.
-func TrimAE(b []byte) string {
-	return strings.Trim(string(b), " \x00")
-}
-
 // TrimUID removes the NUL or space padding of a UID value.
 func TrimUID(b []byte) string {
 	return strings.TrimRight(string(b), " \x00")
@@ -483,9 +479,12 @@ func splitItems(b []byte, where string) ([]item, error) {
 	return items, nil
 }
 
+// checkUID bounds a UID item by length only: the upper layer compares the UIDs a peer proposes
+// with the ones it knows and never uses them as names, so a cosmetic fault (a leading zero) is no
+// reason to refuse an association. dicomstd.ValidUID is the strict check where it matters.
 func checkUID(v []byte, what string) (string, error) {
 	s := TrimUID(v)
-	if len(s) == 0 || len(s) > maxUIDLength {
+	if len(s) == 0 || len(s) > dicomstd.MaxUIDLength {
 		return "", malformed("%s UID has length %d (1..64 allowed)", what, len(s))
 	}
 	return s, nil
@@ -507,8 +506,8 @@ func decodeAssociateFixed(body []byte, what string) (associateFixed, error) {
 	}
 	return associateFixed{
 		version: binary.BigEndian.Uint16(body[0:2]),
-		called:  TrimAE(body[4:20]),
-		calling: TrimAE(body[20:36]),
+		called:  dicomstd.TrimAETitle(string(body[4:20])),
+		calling: dicomstd.TrimAETitle(string(body[20:36])),
 		items:   items,
 	}, nil
 }
@@ -537,7 +536,7 @@ func decodeUserInfo(v []byte) (UserInfo, error) {
 			if len(name) > maxImplVersionNameLenth {
 				name = name[:maxImplVersionNameLenth]
 			}
-			u.ImplementationVersionName = TrimAE(name)
+			u.ImplementationVersionName = strings.Trim(string(name), " \x00") // SH: padding is not significant
 		}
 		// Other sub-items (asynchronous operations, role selection, extended negotiation, user
 		// identity) are optional to honour; skipping them means the defaults apply.

@@ -26,6 +26,7 @@ import (
 	"dpersona/gateway/part10"
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/ul"
+	"dpersona/internal/dicomstd"
 )
 
 // Options configure an association.
@@ -158,6 +159,11 @@ type Client struct {
 func Dial(ctx context.Context, addr string, opt Options, proposals []Proposal) (*Client, error) {
 	if opt.CallingAE == "" || opt.CalledAE == "" {
 		return nil, errors.New("scu: calling and called AE titles are required")
+	}
+	for _, ae := range []string{opt.CallingAE, opt.CalledAE} {
+		if err := dicomstd.CheckAETitle(ae); err != nil {
+			return nil, fmt.Errorf("scu: AE title: %w", err)
+		}
 	}
 	if len(proposals) == 0 {
 		return nil, errors.New("scu: no presentation context to propose")

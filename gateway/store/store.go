@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"dpersona/gateway/part10"
+	"dpersona/internal/dicomstd"
 )
 
 // Store is the instance store rooted at a data directory.
@@ -301,7 +302,7 @@ func IsDiskFull(err error) bool {
 
 // Begin creates the temporary file and writes the Part-10 header for the announced instance.
 func (s *Store) Begin(in Incoming) (*Pending, error) {
-	if !part10.ValidUID(in.SOPInstanceUID) {
+	if !dicomstd.SafePathUID(in.SOPInstanceUID) {
 		return nil, fmt.Errorf("%w: command's SOP instance UID %q is not a valid UID", ErrCannotUnderstand, in.SOPInstanceUID)
 	}
 	// A per-store sequence keeps names unique (incoming/ belongs to this process alone: it is
@@ -320,8 +321,8 @@ func (s *Store) Begin(in Incoming) (*Pending, error) {
 		MediaStorageSOPClassUID:    in.SOPClassUID,
 		MediaStorageSOPInstanceUID: in.SOPInstanceUID,
 		TransferSyntaxUID:          in.TransferSyntaxUID,
-		ImplementationClassUID:     ImplementationClassUID,
-		ImplementationVersionName:  ImplementationVersionName,
+		ImplementationClassUID:     dicomstd.ImplementationClassUID,
+		ImplementationVersionName:  dicomstd.ImplementationVersionName,
 		SourceAETitle:              in.CallingAE,
 	})
 	if _, err := p.w.Write(hdr); err != nil {
@@ -331,13 +332,6 @@ func (s *Store) Begin(in Incoming) (*Pending, error) {
 	p.hdrLen = int64(len(hdr))
 	return p, nil
 }
-
-// ImplementationClassUID and ImplementationVersionName are written into every file's meta group;
-// they equal the upper layer's (package ul) so peers see one implementation.
-const (
-	ImplementationClassUID    = "2.25.255036937218049958740476823424315904937"
-	ImplementationVersionName = "DPERSONA_1"
-)
 
 // Write appends data set bytes. After the first error it keeps accepting (and dropping) bytes so
 // the caller can drain the network; the error is reported by Commit.
@@ -443,9 +437,9 @@ func (p *Pending) Commit() (StoredInstance, error) {
 		return StoredInstance{}, fmt.Errorf("%w: SOPInstanceUID of the data set differs from the command's (%s, command %s)", ErrMismatch, inst.SOPInstanceUID, p.in.SOPInstanceUID)
 	case inst.SOPClassUID != "" && inst.SOPClassUID != p.in.SOPClassUID:
 		return StoredInstance{}, fmt.Errorf("%w: SOPClassUID of the data set differs from the command's (%s, command %s, instance %s)", ErrMismatch, inst.SOPClassUID, p.in.SOPClassUID, inst.SOPInstanceUID)
-	case !part10.ValidUID(inst.StudyInstanceUID):
+	case !dicomstd.SafePathUID(inst.StudyInstanceUID):
 		return StoredInstance{}, fmt.Errorf("%w: instance %s: StudyInstanceUID (0020,000D) %q is missing or invalid", ErrCannotUnderstand, inst.SOPInstanceUID, inst.StudyInstanceUID)
-	case !part10.ValidUID(inst.SeriesInstanceUID):
+	case !dicomstd.SafePathUID(inst.SeriesInstanceUID):
 		return StoredInstance{}, fmt.Errorf("%w: instance %s: SeriesInstanceUID (0020,000E) %q is missing or invalid", ErrCannotUnderstand, inst.SOPInstanceUID, inst.SeriesInstanceUID)
 	}
 	if !p.s.noSync {
@@ -526,13 +520,7 @@ func (s *Store) syncDir(dir string) error {
 		return nil
 	}
 	covered := ds.renames.Load()
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	d.Close()
-	if err != nil {
+	if err := dicomstd.SyncDir(dir); err != nil {
 		return err
 	}
 	ds.synced = covered

@@ -17,14 +17,8 @@ import (
 	"time"
 
 	"dpersona/gateway/pdu"
+	"dpersona/internal/dicomstd"
 )
-
-// ImplementationClassUID identifies this implementation in A-ASSOCIATE user information and in
-// the Part-10 files it writes (a UUID-derived UID under 2.25).
-const ImplementationClassUID = "2.25.255036937218049958740476823424315904937"
-
-// ImplementationVersionName is sent alongside the class UID (at most 16 characters).
-const ImplementationVersionName = "DPERSONA_1"
 
 // Config holds the limits and timeouts of one association.
 type Config struct {
@@ -259,8 +253,8 @@ func Accept(conn net.Conn, cfg Config, decide Negotiator) (*Association, *pdu.As
 		PresentationContexts: answers,
 		UserInfo: pdu.UserInfo{
 			MaxPDULength:              cfg.MaxPDULength,
-			ImplementationClassUID:    ImplementationClassUID,
-			ImplementationVersionName: ImplementationVersionName,
+			ImplementationClassUID:    dicomstd.ImplementationClassUID,
+			ImplementationVersionName: dicomstd.ImplementationVersionName,
 		},
 	}
 	if err := a.writeRaw(ac.Encode(), cfg.WriteTimeout); err != nil {
@@ -280,8 +274,8 @@ func Request(conn net.Conn, cfg Config, rq *pdu.AssociateRQ) (*Association, erro
 		rq.UserInfo.MaxPDULength = cfg.MaxPDULength
 	}
 	if rq.UserInfo.ImplementationClassUID == "" {
-		rq.UserInfo.ImplementationClassUID = ImplementationClassUID
-		rq.UserInfo.ImplementationVersionName = ImplementationVersionName
+		rq.UserInfo.ImplementationClassUID = dicomstd.ImplementationClassUID
+		rq.UserInfo.ImplementationVersionName = dicomstd.ImplementationVersionName
 	}
 	if err := a.writeRaw(rq.Encode(), cfg.ARTIM); err != nil {
 		a.Close()
