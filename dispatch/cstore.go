@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"time"
 
-	"dpersona/gateway/dimse"
 	"dpersona/gateway/part10"
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/scu"
@@ -126,7 +125,7 @@ func (e *CStoreExporter) Export(ctx context.Context, files []ExportFile) ([]File
 		case errors.As(err, &se):
 			status := fmt.Sprintf("0x%04X", se.Status)
 			ferr := fmt.Errorf("%s@%s: %w", e.CalledAE, e.Addr, err)
-			if !retryableStatus(se.Status) {
+			if !se.Status.Transient() { // 0xA9xx, 0xCxxx, 0x0122, ...: the file itself is refused
 				ferr = Permanent(ferr)
 			}
 			out[i] = FileStatus{Status: status, Err: ferr}
@@ -141,13 +140,6 @@ func (e *CStoreExporter) Export(ctx context.Context, files []ExportFile) ([]File
 		released = true
 	}
 	return out, nil
-}
-
-// retryableStatus: "out of resources" (0xA7xx) and "processing failure" (0x0110) may pass later;
-// 0xA9xx (data set does not match SOP class), 0xCxxx (cannot understand), 0x0122 (SOP class not
-// supported), 0x0124 (not authorized) and the rest reject the file itself.
-func retryableStatus(s uint16) bool {
-	return s&0xFF00 == 0xA700 || s == dimse.StatusProcessingFailure
 }
 
 // classifyAssociationError marks rejections that retrying cannot fix as permanent: a permanent

@@ -80,10 +80,10 @@ func TestDiskWatermarkRefusesWithOutOfResources(t *testing.T) {
 func TestStatusForStoreErrors(t *testing.T) {
 	cases := []struct {
 		err  error
-		want uint16
+		want dimse.Status
 	}{
 		{fmt.Errorf("%w: write: %w", store.ErrOutOfResources, &os.PathError{Op: "write", Path: "x", Err: syscall.ENOSPC}), dimse.StatusOutOfResources},
-		{fmt.Errorf("%w: fsync: %w", store.ErrOutOfResources, syscall.EIO), 0xA701},
+		{fmt.Errorf("%w: fsync: %w", store.ErrOutOfResources, syscall.EIO), dimse.StatusOutOfResourcesLocal},
 		{fmt.Errorf("%w: SOPInstanceUID differs", store.ErrMismatch), dimse.StatusDataSetDoesNotMatchClass},
 		{fmt.Errorf("%w: no StudyInstanceUID", store.ErrCannotUnderstand), dimse.StatusCannotUnderstand},
 	}

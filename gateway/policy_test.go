@@ -20,7 +20,7 @@ func TestPolicyNegotiate(t *testing.T) {
 	}
 	for _, c := range []struct {
 		calling, called string
-		reason          byte // 0 = accepted
+		reason          pdu.RejectReason // 0 = accepted
 	}{
 		{"LOCAL", "GW1", 0}, {"LOCAL", "GW2", 0}, {"ANYWHERE", "GW1", 0},
 		{"EXACT", "GW1", pdu.RejectReasonCallingAENotRecognized},

@@ -520,7 +520,7 @@ func (x *session) run(cs *connState) error {
 	}
 }
 
-func (x *session) respond(pcID byte, rq *dimse.Command, field, status uint16, comment string) error {
+func (x *session) respond(pcID byte, rq *dimse.Command, field uint16, status dimse.Status, comment string) error {
 	rsp := &dimse.Command{CommandField: field, MessageIDBeingRespondedTo: rq.MessageID, AffectedSOPClassUID: rq.AffectedSOPClassUID,
 		AffectedSOPInstanceUID: rq.AffectedSOPInstanceUID, CommandDataSetType: dimse.NoDataSet, Status: status}
 	if status != dimse.StatusSuccess {
@@ -539,7 +539,7 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 		return x.respond(pcID, cmd, dimse.CStoreRSP, dimse.StatusCannotUnderstand, "C-STORE-RQ without a data set")
 	}
 	data := x.assoc.DataReader(pcID)
-	reject := func(status uint16, comment string) error {
+	reject := func(status dimse.Status, comment string) error {
 		if _, err := io.Copy(io.Discard, data); err != nil {
 			return err
 		}
@@ -626,7 +626,7 @@ func errorComment(err error) string {
 func (s *Server) diskLow() (uint64, bool) { return s.store.Headroom() }
 
 // statusFor maps a store error to a C-STORE failure status.
-func statusFor(err error) uint16 {
+func statusFor(err error) dimse.Status {
 	switch {
 	case errors.Is(err, store.ErrMismatch):
 		return dimse.StatusDataSetDoesNotMatchClass
@@ -635,7 +635,7 @@ func statusFor(err error) uint16 {
 	case store.IsDiskFull(err):
 		return dimse.StatusOutOfResources
 	}
-	return dimse.StatusOutOfResources + 1 // 0xA701: other local resource failure
+	return dimse.StatusOutOfResourcesLocal
 }
 
 // handshake runs the server side of the TLS handshake on a new connection before deadline (the

@@ -24,17 +24,6 @@ const (
 	DataSetPresent uint16 = 0x0000
 )
 
-// Statuses used by this gateway (PS3.4 annex B.2.3 and PS3.7 annex C).
-const (
-	StatusSuccess                  uint16 = 0x0000
-	StatusSOPClassNotSupported     uint16 = 0x0122
-	StatusUnrecognizedOperation    uint16 = 0x0211
-	StatusOutOfResources           uint16 = 0xA700
-	StatusDataSetDoesNotMatchClass uint16 = 0xA900
-	StatusCannotUnderstand         uint16 = 0xC000
-	StatusProcessingFailure        uint16 = 0x0110
-)
-
 // VerificationSOPClass is the abstract syntax of C-ECHO.
 const VerificationSOPClass = "1.2.840.10008.1.1"
 
@@ -68,7 +57,7 @@ type Command struct {
 	AffectedSOPInstanceUID    string
 	Priority                  uint16
 	CommandDataSetType        uint16
-	Status                    uint16
+	Status                    Status
 	ErrorComment              string
 	MoveOriginatorAE          string
 	MoveOriginatorMessageID   uint16
@@ -123,7 +112,7 @@ func (c *Command) Encode() []byte {
 	}
 	if c.IsResponse() {
 		els = append(els, element{tagMessageIDBeingRespondedTo, us(c.MessageIDBeingRespondedTo)})
-		els = append(els, element{tagStatus, us(c.Status)})
+		els = append(els, element{tagStatus, us(uint16(c.Status))})
 		if c.ErrorComment != "" {
 			comment := c.ErrorComment
 			if len(comment) > 64 {
@@ -204,7 +193,7 @@ func Decode(b []byte) (*Command, error) {
 			case tagCommandDataSetType:
 				c.CommandDataSetType = x
 			case tagStatus:
-				c.Status = x
+				c.Status = Status(x)
 			case tagMoveOriginatorMessageID:
 				c.MoveOriginatorMessageID = x
 			}
@@ -237,32 +226,4 @@ func Decode(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: no CommandDataSetType (0000,0800)", ErrMalformed)
 	}
 	return c, nil
-}
-
-// StatusText gives a short description of a status for logs and tools.
-func StatusText(s uint16) string {
-	switch {
-	case s == StatusSuccess:
-		return "success"
-	case s == StatusSOPClassNotSupported:
-		return "refused: SOP class not supported"
-	case s == StatusUnrecognizedOperation:
-		return "unrecognized operation"
-	case s == StatusProcessingFailure:
-		return "processing failure"
-	case s&0xFF00 == 0xA700:
-		return "refused: out of resources"
-	case s&0xFF00 == 0xA900:
-		return "error: data set does not match SOP class"
-	case s&0xF000 == 0xC000:
-		return "error: cannot understand"
-	case s == 0xB000 || s == 0xB007 || s == 0xB006:
-		return "warning"
-	}
-	return fmt.Sprintf("status 0x%04x", s)
-}
-
-// IsSuccessOrWarning reports whether a C-STORE status means the instance was stored.
-func IsSuccessOrWarning(s uint16) bool {
-	return s == StatusSuccess || s == 0x0001 || s&0xF000 == 0xB000
 }

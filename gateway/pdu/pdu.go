@@ -54,39 +54,91 @@ const (
 	ResultTransferSyntaxesNotSupported byte = 4
 )
 
+// RejectResult, RejectSource and RejectReason are the fields of an A-ASSOCIATE-RJ (PS3.8 table
+// 9-21); AbortSource and AbortReason those of an A-ABORT (table 9-26). Each is its own type, so a
+// source cannot be passed where a reason is expected, nor an abort value where a reject value is.
+type (
+	RejectResult byte
+	RejectSource byte
+	RejectReason byte
+	AbortSource  byte
+	AbortReason  byte
+)
+
 // A-ASSOCIATE-RJ result, source and reason values (PS3.8 table 9-21).
 const (
-	RejectPermanent byte = 1
-	RejectTransient byte = 2
+	RejectPermanent RejectResult = 1
+	RejectTransient RejectResult = 2
 
-	RejectSourceServiceUser                 byte = 1
-	RejectSourceServiceProviderACSE         byte = 2
-	RejectSourceServiceProviderPresentation byte = 3
+	RejectSourceServiceUser                 RejectSource = 1
+	RejectSourceServiceProviderACSE         RejectSource = 2
+	RejectSourceServiceProviderPresentation RejectSource = 3
 
 	// Reasons when the source is the service user.
-	RejectReasonNoReason                       byte = 1
-	RejectReasonApplicationContextNotSupported byte = 2
-	RejectReasonCallingAENotRecognized         byte = 3
-	RejectReasonCalledAENotRecognized          byte = 7
+	RejectReasonNoReason                       RejectReason = 1
+	RejectReasonApplicationContextNotSupported RejectReason = 2
+	RejectReasonCallingAENotRecognized         RejectReason = 3
+	RejectReasonCalledAENotRecognized          RejectReason = 7
 	// Reason when the source is the ACSE service provider.
-	RejectReasonProtocolVersionNotSupported byte = 2
+	RejectReasonProtocolVersionNotSupported RejectReason = 2
 	// Reasons when the source is the presentation service provider.
-	RejectReasonTemporaryCongestion byte = 1
-	RejectReasonLocalLimitExceeded  byte = 2
+	RejectReasonTemporaryCongestion RejectReason = 1
+	RejectReasonLocalLimitExceeded  RejectReason = 2
 )
 
-// A-ABORT sources and reasons (PS3.8 table 9-26).
+// A-ABORT sources and reasons (PS3.8 table 9-26). The reason is significant only when the source
+// is the service provider; a service user sends AbortReasonNotSpecified.
 const (
-	AbortSourceServiceUser     byte = 0
-	AbortSourceServiceProvider byte = 2
+	AbortSourceServiceUser     AbortSource = 0
+	AbortSourceServiceProvider AbortSource = 2
 
-	AbortReasonNotSpecified          byte = 0
-	AbortReasonUnrecognizedPDU       byte = 1
-	AbortReasonUnexpectedPDU         byte = 2
-	AbortReasonUnrecognizedParameter byte = 4
-	AbortReasonUnexpectedParameter   byte = 5
-	AbortReasonInvalidParameterValue byte = 6
+	AbortReasonNotSpecified          AbortReason = 0
+	AbortReasonUnrecognizedPDU       AbortReason = 1
+	AbortReasonUnexpectedPDU         AbortReason = 2
+	AbortReasonUnrecognizedParameter AbortReason = 4
+	AbortReasonUnexpectedParameter   AbortReason = 5
+	AbortReasonInvalidParameterValue AbortReason = 6
 )
+
+func (s AbortSource) String() string {
+	switch s {
+	case AbortSourceServiceUser:
+		return "service user"
+	case 1:
+		return "reserved"
+	case AbortSourceServiceProvider:
+		return "service provider"
+	}
+	return fmt.Sprintf("source %d", byte(s))
+}
+
+func (r AbortReason) String() string {
+	switch r {
+	case AbortReasonNotSpecified:
+		return "reason not specified"
+	case AbortReasonUnrecognizedPDU:
+		return "unrecognized PDU"
+	case AbortReasonUnexpectedPDU:
+		return "unexpected PDU"
+	case AbortReasonUnrecognizedParameter:
+		return "unrecognized PDU parameter"
+	case AbortReasonUnexpectedParameter:
+		return "unexpected PDU parameter"
+	case AbortReasonInvalidParameterValue:
+		return "invalid PDU parameter value"
+	}
+	return fmt.Sprintf("reason %d", byte(r))
+}
+
+func (r RejectResult) String() string {
+	switch r {
+	case RejectPermanent:
+		return "permanent"
+	case RejectTransient:
+		return "transient"
+	}
+	return fmt.Sprintf("result %d", byte(r))
+}
 
 // ErrMalformed wraps every decoding error, so callers can tell a broken peer from an I/O error.
 var ErrMalformed = errors.New("malformed PDU")
@@ -157,12 +209,15 @@ type AssociateAC struct {
 
 // AssociateRJ is an A-ASSOCIATE-RJ PDU.
 type AssociateRJ struct {
-	Result, Source, Reason byte
+	Result RejectResult
+	Source RejectSource
+	Reason RejectReason
 }
 
 // Abort is an A-ABORT PDU.
 type Abort struct {
-	Source, Reason byte
+	Source AbortSource
+	Reason AbortReason
 }
 
 // ReleaseRQ and ReleaseRP carry no parameters.
@@ -191,21 +246,11 @@ const (
 )
 
 func (rj AssociateRJ) Error() string {
-	return fmt.Sprintf("%s, %s", rejectResultName(rj.Result), RejectReasonText(rj.Source, rj.Reason))
-}
-
-func rejectResultName(r byte) string {
-	switch r {
-	case RejectPermanent:
-		return "permanent"
-	case RejectTransient:
-		return "transient"
-	}
-	return fmt.Sprintf("result %d", r)
+	return fmt.Sprintf("%s, %s", rj.Result, RejectReasonText(rj.Source, rj.Reason))
 }
 
 // RejectReasonText names an A-ASSOCIATE-RJ source/reason pair.
-func RejectReasonText(source, reason byte) string {
+func RejectReasonText(source RejectSource, reason RejectReason) string {
 	switch source {
 	case RejectSourceServiceUser:
 		switch reason {
@@ -273,7 +318,7 @@ func Decode(typ byte, body []byte) (any, error) {
 		if len(body) != 4 {
 			return nil, malformed("A-ASSOCIATE-RJ body is %d bytes, want 4", len(body))
 		}
-		return &AssociateRJ{Result: body[1], Source: body[2], Reason: body[3]}, nil
+		return &AssociateRJ{Result: RejectResult(body[1]), Source: RejectSource(body[2]), Reason: RejectReason(body[3])}, nil
 	case TypePDataTF:
 		return DecodePDataTF(body)
 	case TypeReleaseRQ:
@@ -290,7 +335,7 @@ func Decode(typ byte, body []byte) (any, error) {
 		if len(body) != 4 {
 			return nil, malformed("A-ABORT body is %d bytes, want 4", len(body))
 		}
-		return &Abort{Source: body[2], Reason: body[3]}, nil
+		return &Abort{Source: AbortSource(body[2]), Reason: AbortReason(body[3])}, nil
 	}
 	return nil, malformed("unknown PDU type 0x%02x", typ)
 }
@@ -344,7 +389,7 @@ func (p *PDataTF) Encode() []byte {
 func (rj *AssociateRJ) Encode() []byte {
 	b := make([]byte, HeaderLen+4)
 	PutHeader(b, TypeAssociateRJ, 4)
-	b[7], b[8], b[9] = rj.Result, rj.Source, rj.Reason
+	b[7], b[8], b[9] = byte(rj.Result), byte(rj.Source), byte(rj.Reason)
 	return b
 }
 
@@ -352,7 +397,7 @@ func (rj *AssociateRJ) Encode() []byte {
 func (a *Abort) Encode() []byte {
 	b := make([]byte, HeaderLen+4)
 	PutHeader(b, TypeAbort, 4)
-	b[8], b[9] = a.Source, a.Reason
+	b[8], b[9] = byte(a.Source), byte(a.Reason)
 	return b
 }
 

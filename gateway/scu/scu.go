@@ -325,14 +325,14 @@ func (c *Client) Echo(ctx context.Context) error {
 type StatusError struct {
 	Op             string
 	SOPInstanceUID string
-	Status         uint16
+	Status         dimse.Status
 	Comment        string
 }
 
 func (e *StatusError) Error() string {
-	s := fmt.Sprintf("%s failed with status 0x%04X (%s)", e.Op, e.Status, dimse.StatusText(e.Status))
+	s := fmt.Sprintf("%s failed with status 0x%04X (%s)", e.Op, e.Status, e.Status.Text())
 	if e.SOPInstanceUID != "" {
-		s = fmt.Sprintf("%s of %s failed with status 0x%04X (%s)", e.Op, e.SOPInstanceUID, e.Status, dimse.StatusText(e.Status))
+		s = fmt.Sprintf("%s of %s failed with status 0x%04X (%s)", e.Op, e.SOPInstanceUID, e.Status, e.Status.Text())
 	}
 	if e.Comment != "" {
 		s += ": " + e.Comment
@@ -343,8 +343,8 @@ func (e *StatusError) Error() string {
 // StoreResult is the outcome of one C-STORE.
 type StoreResult struct {
 	SOPInstanceUID string
-	Status         uint16 // success (0x0000) or a warning (0xB...); failures come as *StatusError
-	Bytes          int64  // data set bytes sent
+	Status         dimse.Status // success or a warning (0xB...); failures come as *StatusError
+	Bytes          int64        // data set bytes sent
 }
 
 // StoreFile sends one Part-10 file on a context accepted for its SOP class and transfer syntax.
@@ -391,7 +391,7 @@ func (c *Client) Store(ctx context.Context, sopClass, sopInstance, transferSynta
 	if err != nil {
 		return StoreResult{}, err
 	}
-	if !dimse.IsSuccessOrWarning(rsp.Status) {
+	if !rsp.Status.IsSuccessOrWarning() {
 		return StoreResult{SOPInstanceUID: sopInstance, Status: rsp.Status}, &StatusError{Op: "C-STORE", SOPInstanceUID: sopInstance, Status: rsp.Status, Comment: rsp.ErrorComment}
 	}
 	return StoreResult{SOPInstanceUID: sopInstance, Status: rsp.Status, Bytes: size}, nil

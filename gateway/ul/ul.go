@@ -354,7 +354,7 @@ func (a *Association) writeRaw(b []byte, timeout time.Duration) error {
 }
 
 // Abort sends A-ABORT (best effort, short deadline) and closes the connection.
-func (a *Association) Abort(source, reason byte) {
+func (a *Association) Abort(source pdu.AbortSource, reason pdu.AbortReason) {
 	a.writeRaw((&pdu.Abort{Source: source, Reason: reason}).Encode(), 2*time.Second)
 	a.Close()
 }
@@ -413,7 +413,7 @@ func (a *Association) Release() error {
 }
 
 // protocolError aborts the association and returns an error wrapping ErrProtocol.
-func (a *Association) protocolError(reason byte, format string, args ...any) error {
+func (a *Association) protocolError(reason pdu.AbortReason, format string, args ...any) error {
 	a.Abort(pdu.AbortSourceServiceProvider, reason)
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
 }
