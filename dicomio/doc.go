@@ -18,7 +18,9 @@
 // in-plane shifts are Series.Warnings (or ErrIrregularSpacing with RejectIrregularSpacing).
 // Slice.Pixels are float32 modality values (rescale slope/intercept applied, 8/16/32-bit,
 // signed or unsigned, BitsStored honoured; never inverted, Series.PhotometricInterpretation says
-// MONOCHROME1 and PlanTilesForSeries inverts the model input instead). Only native transfer syntaxes are decoded (NativeTransferSyntaxes).
+// MONOCHROME1 and PlanTilesForSeries inverts the model input instead). Native transfer syntaxes are
+// read directly; compressed ones (JPEG, JPEG-LS, JPEG 2000, RLE: DecodableTransferSyntaxes) are
+// decoded into a temporary native copy by GDCM's gdcmconv (decode.go says why that decoder).
 //
 // Errors are *Error values naming the instance (path and SOP Instance UID) and attribute; match
 // them with errors.Is against ErrCompressed, ErrGeometry, ErrMixedSeries, ErrTooFewSlices,

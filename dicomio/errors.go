@@ -10,7 +10,7 @@ import (
 var (
 	ErrNotDICOM               = errors.New("not a readable DICOM file")
 	ErrMissingAttribute       = errors.New("required attribute missing")
-	ErrCompressed             = errors.New("compressed transfer syntax not supported")
+	ErrCompressed             = errors.New("compressed pixel data cannot be decoded")
 	ErrUnsupportedPixelFormat = errors.New("unsupported pixel format")
 	ErrTruncatedPixelData     = errors.New("truncated pixel data")
 	ErrGeometry               = errors.New("inconsistent geometry")

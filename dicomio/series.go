@@ -83,7 +83,8 @@ func LoadSeries(paths []string) (*Series, error) {
 	return LoadSeriesWithOptions(paths, LoadOptions{})
 }
 
-// Transfer syntaxes whose pixel data is native (uncompressed).
+// Transfer syntaxes whose pixel data is native (uncompressed); the compressed ones LoadSeries
+// decodes are in decode.go.
 var nativeTransferSyntaxes = map[string]bool{
 	"1.2.840.10008.1.2":      true, // implicit VR little endian
 	"1.2.840.10008.1.2.1":    true, // explicit VR little endian
@@ -91,8 +92,8 @@ var nativeTransferSyntaxes = map[string]bool{
 	"1.2.840.10008.1.2.1.99": true, // deflated explicit VR little endian
 }
 
-// NativeTransferSyntaxes lists the transfer syntaxes LoadSeries decodes. A storage SCP should
-// accept only these so a sender converts compressed images before sending.
+// NativeTransferSyntaxes lists the native (uncompressed) transfer syntaxes LoadSeries reads
+// directly; DecodableTransferSyntaxes adds the compressed ones it decodes.
 func NativeTransferSyntaxes() []string {
 	return []string{"1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
 }
@@ -169,6 +170,19 @@ func readInstance(path string) (*instance, error) {
 		}
 		return nil, newErr(ErrNotDICOM, path, "", "%v", perr)
 	}
+	if ts := a.str(tag.TransferSyntaxUID); IsCompressedTransferSyntax(ts) {
+		// Decoded into a temporary native copy; the stored file stays as received. Errors and
+		// the returned instance still name the original file.
+		native, cleanup, err := decompressedCopy(path, ts, instanceName(a, path))
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		if a, perr, err = parseFile(native); err != nil || perr != nil {
+			return nil, newErr(ErrCompressed, instanceName(a, path), tagName(tag.TransferSyntaxUID), "%s (%s): the decoded copy cannot be read: %v", ts, transferSyntaxName(ts), errors.Join(err, perr))
+		}
+		a.instance = path
+	}
 	return parseInstance(a, path)
 }
 
@@ -237,7 +251,7 @@ func parseInstance(a attrs, path string) (*instance, error) {
 		ts = "1.2.840.10008.1.2"
 	}
 	if !nativeTransferSyntaxes[ts] {
-		return nil, newErr(ErrCompressed, name, tagName(tag.TransferSyntaxUID), "%s (%s): only native (uncompressed) pixel data can be decoded", ts, transferSyntaxName(ts))
+		return nil, newErr(ErrCompressed, name, tagName(tag.TransferSyntaxUID), "%s (%s): no decoder for this transfer syntax", ts, transferSyntaxName(ts))
 	}
 	inst.patientStudy = copyPatientStudy(a)
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 
+	"dpersona/dicomio"
 	"dpersona/gateway/dimse"
 	"dpersona/gateway/part10"
 	"dpersona/gateway/pdu"
@@ -45,9 +46,10 @@ func IsStorageSOPClass(uid string) bool {
 	return false
 }
 
-// DecodableTransferSyntaxes are the transfer syntaxes the processing pipeline reads, in order of
-// preference when a sender offers several.
-var DecodableTransferSyntaxes = []string{part10.ExplicitVRLittleEndian, part10.ImplicitVRLittleEndian}
+// DecodableTransferSyntaxes are the transfer syntaxes the processing pipeline reads: uncompressed
+// and the compressed ones (JPEG, JPEG-LS, JPEG 2000, RLE) that dicomio decodes. Instances are stored as received, compressed or
+// not; decoding happens only when a series is processed.
+var DecodableTransferSyntaxes = dicomio.DecodableTransferSyntaxes()
 
 // Policy decides which associations and presentation contexts are accepted.
 type Policy struct {
@@ -62,6 +64,9 @@ type Policy struct {
 	DenySOPClasses []string
 	// AcceptBigEndian also accepts explicit VR big endian (retired, but decodable).
 	AcceptBigEndian bool
+	// NativeOnly accepts only uncompressed transfer syntaxes for images, so senders decompress
+	// before sending (by default compressed ones are accepted and stored as received).
+	NativeOnly bool
 }
 
 func (p *Policy) calledAEAllowed(ae string) bool {
@@ -165,8 +170,16 @@ func (p *Policy) abstractSyntaxAllowed(uid string) bool {
 	return false
 }
 
-func (p *Policy) transferSyntaxes() []string {
-	ts := append([]string(nil), DecodableTransferSyntaxes...)
+// transferSyntaxes are the transfer syntaxes accepted for an abstract syntax, most preferred
+// first: compressed ones only for storage (Verification and the like carry no pixel data).
+func (p *Policy) transferSyntaxes(abstract string) []string {
+	var ts []string
+	for _, t := range DecodableTransferSyntaxes {
+		if dicomio.IsCompressedTransferSyntax(t) && (p.NativeOnly || abstract == dimse.VerificationSOPClass) {
+			continue
+		}
+		ts = append(ts, t)
+	}
 	if p.AcceptBigEndian {
 		ts = append(ts, part10.ExplicitVRBigEndian)
 	}
@@ -200,7 +213,7 @@ func (p *Policy) Validate() error {
 
 // negotiate answers an A-ASSOCIATE-RQ: it rejects a wrong called AE (reason 7) or an unknown
 // calling AE/host (reason 3), and otherwise accepts each presentation context whose abstract
-// syntax is allowed with the most preferred decodable transfer syntax offered.
+// syntax is allowed with the first decodable transfer syntax in the sender's list.
 func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.PresentationContextAC, *pdu.AssociateRJ, string, string) {
 	if !p.calledAEAllowed(rq.CalledAE) {
 		return nil, &pdu.AssociateRJ{Result: pdu.RejectPermanent, Source: pdu.RejectSourceServiceUser, Reason: pdu.RejectReasonCalledAENotRecognized}, "called AE title not served here", obs.RejectCalledAEUnknown
@@ -214,7 +227,6 @@ func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.Presenta
 		}
 		return nil, rj, "calling AE title not in the allow-list", obs.RejectCallingAENotAllowed
 	}
-	accepted := p.transferSyntaxes()
 	answers := make([]pdu.PresentationContextAC, 0, len(rq.PresentationContexts))
 	for _, pc := range rq.PresentationContexts {
 		ans := pdu.PresentationContextAC{ID: pc.ID}
@@ -224,11 +236,14 @@ func (p *Policy) negotiate(rq *pdu.AssociateRQ, remote net.Addr) ([]pdu.Presenta
 			continue
 		}
 		ans.Result = pdu.ResultTransferSyntaxesNotSupported
+		// The sender's order decides (as in pynetdicom): it lists first the syntax its images are
+		// stored in, so accepting that one spares it a transcoding and keeps the data as it was.
+		accepted := p.transferSyntaxes(pc.AbstractSyntax)
 	pick:
-		for _, want := range accepted {
-			for _, offered := range pc.TransferSyntaxes {
-				if offered == want {
-					ans.Result, ans.TransferSyntax = pdu.ResultAcceptance, want
+		for _, offered := range pc.TransferSyntaxes {
+			for _, ok := range accepted {
+				if offered == ok {
+					ans.Result, ans.TransferSyntax = pdu.ResultAcceptance, offered
 					break pick
 				}
 			}

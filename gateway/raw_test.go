@@ -197,7 +197,7 @@ func sendStore(t *testing.T, c net.Conn, pcID byte, cmd *dimse.Command, data []b
 func TestStoreStatuses(t *testing.T) {
 	g := startGateway(t, gatewayOptions{})
 	meta, inst, data := readFixture(t, testutil.Testdata("dicom", "ct2-pydicom", "17106"))
-	c := rawAssociate(t, g.addr, "TESTER", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.50", meta.TransferSyntaxUID}}, pdu.PresentationContextRQ{ID: 3, AbstractSyntax: "1.2.840.10008.5.1.4.1.1.4", TransferSyntaxes: []string{part10.ImplicitVRLittleEndian}})
+	c := rawAssociate(t, g.addr, "TESTER", "DPERSONA", pdu.PresentationContextRQ{ID: 1, AbstractSyntax: meta.MediaStorageSOPClassUID, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.100", meta.TransferSyntaxUID}}, pdu.PresentationContextRQ{ID: 3, AbstractSyntax: "1.2.840.10008.5.1.4.1.1.4", TransferSyntaxes: []string{part10.ImplicitVRLittleEndian}})
 	defer c.Close()
 	store := func(msgID uint16, sopInstance string, pcID byte) *dimse.Command {
 		return sendStore(t, c, pcID, &dimse.Command{CommandField: dimse.CStoreRQ, MessageID: msgID, AffectedSOPClassUID: meta.MediaStorageSOPClassUID, AffectedSOPInstanceUID: sopInstance, CommandDataSetType: dimse.DataSetPresent}, data)
@@ -221,7 +221,7 @@ func TestStoreStatuses(t *testing.T) {
 	if s := g.asm.Studies(); len(s) != 1 || s[0].Instances != 1 {
 		t.Fatalf("re-send counted twice: %+v", s)
 	}
-	// The negotiated transfer syntax was the decodable one, not JPEG baseline.
+	// The negotiated transfer syntax was the decodable one, not MPEG-2 (offered first).
 	stored, _ := os.Open(storedFiles(t, g.dataDir)[0])
 	m, _, _, err := part10.ReadFileHeader(stored)
 	stored.Close()
@@ -247,7 +247,9 @@ func TestPresentationContextPolicy(t *testing.T) {
 	rq := &pdu.AssociateRQ{CalledAE: "DPERSONA", CallingAE: "PROPOSER", ApplicationContext: pdu.ApplicationContextName, UserInfo: pdu.UserInfo{MaxPDULength: 16384},
 		PresentationContexts: []pdu.PresentationContextRQ{
 			{ID: 1, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{part10.ImplicitVRLittleEndian, part10.ExplicitVRLittleEndian}},
-			{ID: 3, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.90"}},
+			{ID: 3, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.100"}}, // MPEG-2: not decodable
+			{ID: 13, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.90", part10.ExplicitVRLittleEndian}},
+			{ID: 15, AbstractSyntax: dimse.VerificationSOPClass, TransferSyntaxes: []string{"1.2.840.10008.1.2.4.70"}},
 			{ID: 5, AbstractSyntax: "1.2.840.10008.5.1.4.1.2.2.1", TransferSyntaxes: []string{part10.ImplicitVRLittleEndian}},
 			{ID: 7, AbstractSyntax: "1.2.840.10008.5.1.4.1.1.4", TransferSyntaxes: []string{part10.ImplicitVRLittleEndian}},
 			{ID: 9, AbstractSyntax: ctImageStorage, TransferSyntaxes: []string{part10.ExplicitVRBigEndian}},
@@ -264,12 +266,14 @@ func TestPresentationContextPolicy(t *testing.T) {
 		t.Fatalf("want AC, got %#v", v)
 	}
 	want := map[byte]pdu.PresentationContextAC{
-		1:  {ID: 1, Result: pdu.ResultAcceptance, TransferSyntax: part10.ExplicitVRLittleEndian},
+		1:  {ID: 1, Result: pdu.ResultAcceptance, TransferSyntax: part10.ImplicitVRLittleEndian}, // the sender's first choice
 		3:  {ID: 3, Result: pdu.ResultTransferSyntaxesNotSupported},
 		5:  {ID: 5, Result: pdu.ResultAbstractSyntaxNotSupported},
 		7:  {ID: 7, Result: pdu.ResultAbstractSyntaxNotSupported},
 		9:  {ID: 9, Result: pdu.ResultTransferSyntaxesNotSupported},
 		11: {ID: 11, Result: pdu.ResultAcceptance, TransferSyntax: part10.ImplicitVRLittleEndian},
+		13: {ID: 13, Result: pdu.ResultAcceptance, TransferSyntax: "1.2.840.10008.1.2.4.90"}, // JPEG 2000, stored as received
+		15: {ID: 15, Result: pdu.ResultTransferSyntaxesNotSupported},                         // no compression for Verification
 	}
 	if len(ac.PresentationContexts) != len(want) {
 		t.Fatalf("got %d answers", len(ac.PresentationContexts))

@@ -14,8 +14,10 @@ import (
 // Seeds are the committed fixtures (their first 8 KiB: the header part the scanner reads).
 func FuzzReadFileHeader(f *testing.F) {
 	files, _ := filepath.Glob(testutil.Testdata("dicom", "*", "*"))
+	compressed, _ := filepath.Glob(testutil.Testdata("dicom", "compressed", "*", "*.dcm"))
+	files = append(files, compressed...)
 	for _, p := range files {
-		if filepath.Ext(p) == ".npz" {
+		if st, err := os.Stat(p); err != nil || st.IsDir() || filepath.Ext(p) == ".npz" || filepath.Ext(p) == ".sh" {
 			continue
 		}
 		b, err := os.ReadFile(p)
