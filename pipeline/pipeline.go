@@ -57,6 +57,12 @@ type Request struct {
 	ROI string
 	// Progress, when set, is called after each slice with the slices done and the total.
 	Progress func(done, total int)
+	// Prompts and PromptObjects, when any is set, switch to lesion mode (lesion.go): the model
+	// runs only on tiles centred on each lesion and followed through the neighbouring slices.
+	Prompts       []dicomio.Prompt
+	PromptObjects []*dicomio.PromptObject
+	// Lesion bounds the follow in lesion mode.
+	Lesion LesionOptions
 }
 
 // SEG is one encoded segmentation object.
@@ -88,6 +94,10 @@ type Result struct {
 	// Warnings from reading the series (gaps, irregular spacing).
 	Warnings []string
 	Timings  Timings
+	// Findings are what the SEG objects describe: in lesion mode one per lesion.
+	Findings []Finding
+	// PromptIssues are the prompts that gave no lesion, each with its reason (lesion mode).
+	PromptIssues []dicomio.PromptIssue
 }
 
 // Timings split the wall time of Process.
@@ -106,6 +116,8 @@ const (
 	StageModel  Stage = "model"
 	StageInfer  Stage = "infer"
 	StageEncode Stage = "encode"
+	// StagePrompts: lesion mode, but no prompt could be placed in the series.
+	StagePrompts Stage = "prompts"
 )
 
 // Failure is the error of a series that could not be processed.
@@ -257,6 +269,10 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 	plan, err := tilePlan(spec, series)
 	if err != nil {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s input spec: %w", m.Name, err))
+	}
+	if req.lesionMode() {
+		return p.processLesions(ctx, req, lesionRun{engine: engine, manifest: m, series: series, plan: plan,
+			samples: S, bank: K, threshold: thr, outputs: outputs, start: start}, fail)
 	}
 	plans, warnings, err := slicePlans(plan, series)
 	if err != nil {
