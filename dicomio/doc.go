@@ -80,6 +80,15 @@
 // ReadSEG reads a SEG (ours or anyone's) with its own bit unpacking; SEG.Mask and SEG.MasksFor
 // map frames back to source slices by SOP Instance UID (and frame number), checking positions.
 //
+// # RT Structure Set
+//
+// EncodeRTStruct writes the same masks as an RT Structure Set for planning systems: each mask is
+// traced exactly along pixel boundaries (TraceMask: 4-connected parts, holes as separate
+// contours to be combined by the even-odd rule) and written as CLOSED_PLANAR contours in patient
+// millimetres from each slice's own position, the orientation and the pixel spacing. ROI names
+// follow AAPM TG-263 (CheckTG263Name), RTROIInterpretedType and ROIGenerationAlgorithm come from
+// the ROIDescription, an ROI without any mask pixel is written without contours.
+//
 // # Preview
 //
 // RenderPreview draws a source slice (auto-windowed grey) with each segment's outline in a

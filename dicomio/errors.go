@@ -19,6 +19,8 @@ var (
 	ErrIrregularSpacing       = errors.New("irregular slice spacing")
 	ErrInvalidSpec            = errors.New("invalid input specification")
 	ErrInvalidSEG             = errors.New("invalid segmentation description or masks")
+	ErrInvalidRTStruct        = errors.New("invalid RT structure set description or masks")
+	ErrInvalidKOS             = errors.New("invalid key object selection description")
 )
 
 // Error names the offending instance (file path and/or SOP Instance UID) and attribute.

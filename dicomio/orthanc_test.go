@@ -2,6 +2,7 @@ package dicomio
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -11,8 +12,9 @@ import (
 )
 
 // TestOrthancAcceptsSEG sends the source CT and our SEGs (BINARY with the real LIDC reader
-// outlines, FRACTIONAL consensus) to a real Orthanc over C-STORE with dcmtk's storescu, and checks
-// Orthanc stored them as Segmentation Storage with the frames we wrote.
+// outlines, FRACTIONAL consensus) and an RT Structure Set of the same outlines to a real Orthanc
+// over C-STORE with dcmtk's storescu, and checks Orthanc stored them under the source study with
+// the SOP class, modality and frames we wrote.
 func TestOrthancAcceptsSEG(t *testing.T) {
 	storescu := testutil.RequireTool(t, "storescu")
 	paths := fixturePaths(t, "lidc-ct-0005")
@@ -23,8 +25,8 @@ func TestOrthancAcceptsSEG(t *testing.T) {
 	masks := lidcReaderMasks(t, "lidc-ct-0005", s)
 	dir := t.TempDir()
 	type sent struct {
-		path string
-		info *SEGInfo
+		path, sop, class, modality string
+		frames                     int // SEG only
 	}
 	var segs []sent
 	for _, c := range binaryAndFractionalCases("lidc-ct-0005", s, paths, masks, []string{"Nodule reader 1", "Nodule reader 2", "Nodule reader 3", "Nodule reader 4"}) {
@@ -33,8 +35,18 @@ func TestOrthancAcceptsSEG(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		segs = append(segs, sent{p, info})
+		segs = append(segs, sent{p, info.SOPInstanceUID, SegmentationStorage, "SEG", info.Frames})
 	}
+	rt := RTStructDescription{Equipment: testEquipment, StructureSetLabel: "DPERSONA", ROIs: roiDescs("GTVp_R1", "GTVp_R2", "GTVp_R3", "GTVp_R4")}
+	data, rtInfo, err := EncodeRTStruct(s, rt, masks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtPath := filepath.Join(dir, "rtstruct.dcm")
+	if err := os.WriteFile(rtPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	segs = append(segs, sent{rtPath, rtInfo.SOPInstanceUID, RTStructureSetStorage, "RTSTRUCT", 0})
 
 	pacs := testutil.StartOrthanc(t, testutil.OrthancOptions{AET: "PACS"})
 	args := []string{"-aet", "DPERSONA", "-aec", pacs.AET, "-R", "127.0.0.1", strconv.Itoa(pacs.DICOMPort)}
@@ -60,19 +72,19 @@ func TestOrthancAcceptsSEG(t *testing.T) {
 		byUID[in.MainDicomTags["SOPInstanceUID"]] = in.ID
 	}
 	for _, sg := range segs {
-		id, ok := byUID[sg.info.SOPInstanceUID]
+		id, ok := byUID[sg.sop]
 		if !ok {
-			t.Fatalf("SEG %s not stored by Orthanc", sg.info.SOPInstanceUID)
+			t.Fatalf("%s %s not stored by Orthanc", sg.modality, sg.sop)
 		}
 		var tags map[string]any
 		if err := pacs.GetJSON("/instances/"+id+"/simplified-tags", &tags); err != nil {
 			t.Fatal(err)
 		}
-		if tags["SOPClassUID"] != SegmentationStorage || tags["Modality"] != "SEG" || tags["NumberOfFrames"] != fmt.Sprint(sg.info.Frames) {
-			t.Fatalf("Orthanc sees SOP class %v, modality %v, %v frames; wrote %d frames", tags["SOPClassUID"], tags["Modality"], tags["NumberOfFrames"], sg.info.Frames)
+		if tags["SOPClassUID"] != sg.class || tags["Modality"] != sg.modality || sg.frames > 0 && tags["NumberOfFrames"] != fmt.Sprint(sg.frames) {
+			t.Fatalf("Orthanc sees SOP class %v, modality %v, %v frames; wrote %s %s with %d frames", tags["SOPClassUID"], tags["Modality"], tags["NumberOfFrames"], sg.class, sg.modality, sg.frames)
 		}
 		if tags["StudyInstanceUID"] != s.StudyInstanceUID {
-			t.Fatalf("SEG filed under study %v, source study %s", tags["StudyInstanceUID"], s.StudyInstanceUID)
+			t.Fatalf("%s filed under study %v, source study %s", sg.modality, tags["StudyInstanceUID"], s.StudyInstanceUID)
 		}
 	}
 }

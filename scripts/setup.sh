@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   make gcc ca-certificates curl
-  dcmtk dicom3tools orthanc orthanc-dicomweb libgdcm-tools
+  dcmtk dicom3tools orthanc orthanc-dicomweb libgdcm-tools plastimatch
   python3 python3-torch python3-onnx python3-numpy python3-scipy python3-pydicom
   python3-matplotlib python3-pil python3-tqdm python3-pytest python3-yaml systemd
 )
