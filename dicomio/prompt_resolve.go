@@ -3,6 +3,8 @@ package dicomio
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
 )
@@ -212,4 +214,39 @@ func centre3(pts []Vec3) (Vec3, float64) {
 		radius = math.Max(radius, p.sub(c).norm())
 	}
 	return c, radius
+}
+
+// ParsePixelPrompt reads a prompt written as "SOP_INSTANCE_UID:ROW,COLUMN" (a frame of a
+// multi-frame image as "SOP_INSTANCE_UID/FRAME:ROW,COLUMN"), rows and columns counted from 0 at
+// the top-left pixel, as the command line takes it.
+func ParsePixelPrompt(s string) (Prompt, error) {
+	bad := func(format string, args ...any) (Prompt, error) {
+		return Prompt{}, newErr(ErrInvalidSpec, "", "lesion", "%q: "+format, append([]any{s}, args...)...)
+	}
+	uid, rc, ok := strings.Cut(strings.TrimSpace(s), ":")
+	if !ok || uid == "" {
+		return bad("want SOP_INSTANCE_UID:ROW,COLUMN")
+	}
+	frame := 0
+	if u, f, ok := strings.Cut(uid, "/"); ok {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return bad("frame %q is not a number from 1", f)
+		}
+		uid, frame = u, n
+	}
+	for _, c := range uid {
+		if (c < '0' || c > '9') && c != '.' {
+			return bad("%q is not a UID (digits and dots)", uid)
+		}
+	}
+	r, c, ok := strings.Cut(rc, ",")
+	row, err1 := strconv.Atoi(strings.TrimSpace(r))
+	col, err2 := strconv.Atoi(strings.TrimSpace(c))
+	if !ok || err1 != nil || err2 != nil || row < 0 || col < 0 {
+		return bad("want ROW,COLUMN as two non-negative integers after the colon")
+	}
+	p := PixelPrompt(uid, frame, row, col)
+	p.Item = "--lesion " + s
+	return p, nil
 }

@@ -187,3 +187,18 @@ func TestAPIPrompts(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePixelPrompt(t *testing.T) {
+	p, err := ParsePixelPrompt("1.2.840.5:406,311")
+	if err != nil || p.RefSOPInstanceUID != "1.2.840.5" || p.RefFrame != 0 || p.ImagePoints[0] != [2]float64{311.5, 406.5} || p.Source != SourceAPI {
+		t.Fatalf("%+v, %v", p, err)
+	}
+	if p, err := ParsePixelPrompt("1.2.3/2:1,2"); err != nil || p.RefFrame != 2 {
+		t.Fatalf("frame: %+v, %v", p, err)
+	}
+	for _, bad := range []string{"", "1.2.3", "1.2.3:1", "1.2.3:a,b", "1.2.3:-1,4", "x.y:1,2", "1.2/0:1,2", ":1,2"} {
+		if _, err := ParsePixelPrompt(bad); !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("%q: %v, want ErrInvalidSpec", bad, err)
+		}
+	}
+}

@@ -136,6 +136,7 @@ func lesionFinding(ctx context.Context, e *inference.Engine, plan *dicomio.TileP
 		spacing = math.Max(series.SliceThickness, 1)
 	}
 	maxSteps := max(1, int(math.Floor(opt.MaxExtentMM/spacing+1e-9)))
+	loc := func(i int) float64 { return series.Slices[i].Location }
 	var mu sync.Mutex
 	slices := []FindingSlice{first}
 	var wg sync.WaitGroup
@@ -149,6 +150,14 @@ func lesionFinding(ctx context.Context, e *inference.Engine, plan *dicomio.TileP
 			for k := 1; k <= maxSteps; k++ {
 				i := l.Slice + dir*k
 				if i < 0 || i >= len(series.Slices) {
+					return
+				}
+				// A gap (missing slices) is not followed across: what lies beyond it may be
+				// another lesion.
+				if gap := math.Abs(loc(i) - loc(i-dir)); gap > 1.5*spacing+1e-3 {
+					mu.Lock()
+					f.Notes = append(f.Notes, fmt.Sprintf("not followed across a gap of %.1f mm %s slice %d", gap, map[int]string{-1: "below", 1: "above"}[dir], i-dir+1))
+					mu.Unlock()
 					return
 				}
 				fs, err := run(i, row, col)

@@ -29,6 +29,8 @@ type inferOptions struct {
 	bank      int
 	threshold float64
 	roi       string
+	lesions   []string
+	prompts   []string
 }
 
 func newInferCommand() *cobra.Command {
@@ -40,7 +42,13 @@ func newInferCommand() *cobra.Command {
 			"stages and writes, per series, OUT/<SeriesInstanceUID>/{raters,samples,probability}.dcm:\n" +
 			"a BINARY SEG with one segment per rater head, a BINARY SEG with one segment per sample, and a\n" +
 			"FRACTIONAL SEG of the soft consensus probability. A series that fails is reported with its\n" +
-			"reason and the command exits non-zero; the other series are still processed.",
+			"reason and the command exits non-zero; the other series are still processed.\n\n" +
+			"With --lesion or --prompts the model runs in lesion mode: only on tiles centred on each\n" +
+			"marked lesion, followed through the neighbouring slices; every output holds one set of\n" +
+			"segments per lesion. Prompts that cannot be used are listed with their reason.",
+		Example: "  dpersona infer --out out testdata/dicom/lidc-ct-0005\n" +
+			"  dpersona infer --out out --prompts testdata/dicom/prompts/lidc-ct-0005-length-sr.dcm testdata/dicom/lidc-ct-0005\n" +
+			"  dpersona infer --out out --lesion 1.3.6.1.4.1.14519.5.2.1.6279.6001.311195925875901500077224495899:406,311 testdata/dicom/lidc-ct-0005",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runInfer(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &o, args)
@@ -55,6 +63,8 @@ func newInferCommand() *cobra.Command {
 	fs.IntVar(&o.bank, "bank", 0, "stage-II bank size K (default: the manifest's)")
 	fs.Float64Var(&o.threshold, "threshold", 0, "mask threshold (default: the manifest's)")
 	fs.StringVar(&o.roi, "roi", "", "which tiles run: all, or lung (CT: tiles that contain lung) (default: the manifest's input.tiling.roi)")
+	fs.StringArrayVar(&o.lesions, "lesion", nil, "lesion mode: a lesion at SOP_INSTANCE_UID:ROW,COLUMN (pixel counted from 0 at the top left; repeatable)")
+	fs.StringArrayVar(&o.prompts, "prompts", nil, "lesion mode: read lesion prompts from a TID 1500 SR, GSPS or RTSTRUCT file (repeatable)")
 	cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -82,6 +92,22 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 	for _, s := range o.outputs {
 		outputs = append(outputs, pipeline.Output(strings.TrimSpace(s)))
 	}
+	var prompts []dicomio.Prompt
+	for _, l := range o.lesions {
+		p, err := dicomio.ParsePixelPrompt(l)
+		if err != nil {
+			return fmt.Errorf("--lesion: %w", err)
+		}
+		prompts = append(prompts, p)
+	}
+	var objects []*dicomio.PromptObject
+	for _, f := range o.prompts {
+		obj, err := dicomio.ReadPrompts(f)
+		if err != nil {
+			return fmt.Errorf("--prompts %s: %w", f, err)
+		}
+		objects = append(objects, obj)
+	}
 	proc := pipeline.New(engine)
 	proc.SoftwareVersion = "dpersona " + version
 	m := engine.Bundle().Manifest
@@ -97,7 +123,8 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 		bar := newProgressBar(stderr, filepath.Base(filepath.Clean(in)))
 		start := time.Now()
 		res, err := proc.Process(ctx, pipeline.Request{SeriesFiles: files, Outputs: outputs, Seed: o.seed,
-			Samples: o.samples, BankSize: o.bank, Threshold: o.threshold, ROI: o.roi, Progress: bar.update})
+			Samples: o.samples, BankSize: o.bank, Threshold: o.threshold, ROI: o.roi, Progress: bar.update,
+			Prompts: prompts, PromptObjects: objects})
 		bar.finish()
 		if err != nil {
 			fmt.Fprintf(stdout, "FAILED %s: %v\n", in, err)
@@ -119,6 +146,15 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 		fmt.Fprintf(stdout, "%s: series %s, %d slices %dx%d, %d of %d tiles in %.2fs (load %.2fs, infer %.2fs, encode %.2fs)\n",
 			in, res.SeriesInstanceUID, res.Slices, res.Rows, res.Cols, res.Timings.Tiles, res.Timings.TilesPlanned, time.Since(start).Seconds(),
 			res.Timings.Load.Seconds(), res.Timings.Infer.Seconds(), res.Timings.Encode.Seconds())
+		for _, f := range res.Findings {
+			if f.Lesion != nil {
+				fmt.Fprintf(stdout, "  lesion %s (%s %s): slice %d row %d column %d, followed over %d slices, tracking %s\n",
+					f.Label, f.Lesion.Source, f.Lesion.Item, f.Lesion.Slice+1, f.Lesion.Row, f.Lesion.Column, len(f.Slices), f.TrackingUID)
+			}
+		}
+		for _, is := range res.PromptIssues {
+			fmt.Fprintf(stdout, "  prompt not used: %v\n", is)
+		}
 		for _, w := range res.Warnings {
 			fmt.Fprintf(stdout, "  warning: %s\n", w)
 		}

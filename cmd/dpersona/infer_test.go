@@ -125,3 +125,49 @@ func TestEvalCommandJSON(t *testing.T) {
 		t.Errorf("missing data file: %v\n%s", err, text)
 	}
 }
+
+// Lesion mode from the command line: an SR and an RTSTRUCT file plus --lesion points; the
+// outputs hold one segment set per lesion; the unusable prompts are listed with their reasons.
+func TestInferCommandLesions(t *testing.T) {
+	bin, bundle, env := modelCommandEnv(t)
+	out := t.TempDir()
+	series := testutil.Testdata("dicom", "lidc-ct-0005")
+	src, err := dicomio.LoadSeries(mustSeriesFiles(t, series))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowest := src.Slices[0].SOPInstanceUID // the slice-6/7 nodule lies at rows 393-400, columns 122-129
+	text, err := runDpersona(t, bin, env, "", "infer", "--model", bundle, "--out", out, "--outputs", "raters",
+		"--prompts", testutil.Testdata("dicom", "prompts", "lidc-ct-0005-length-sr.dcm"),
+		"--prompts", testutil.Testdata("dicom", "prompts", "lidc-ct-0005-pydicom-rtstruct.dcm"),
+		"--lesion", lowest+":396,125", "--lesion", "1.2.3:1,1", series)
+	if err != nil {
+		t.Fatalf("infer: %v\n%s", err, text)
+	}
+	for _, want := range []string{"lesion Nodule 1 (SR measurement group 1)", "lesion Lesion 2 (API --lesion " + lowest,
+		"prompt not used: RTSTRUCT ROI 3", "outside the image volume", "prompt not used: API --lesion 1.2.3:1,1", "is not in series"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	seg, err := dicomio.ReadSEG(filepath.Join(out, src.SeriesInstanceUID, "raters.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seg.Segments) != 8 || seg.Segments[0].TrackingID != "Nodule 1" || seg.Segments[4].TrackingID == "Nodule 1" {
+		t.Errorf("segments %+v", seg.Segments)
+	}
+	text, err = runDpersona(t, bin, env, "", "infer", "--model", bundle, "--out", out, "--lesion", "1.2.3", series)
+	if err == nil || !strings.Contains(text, "SOP_INSTANCE_UID:ROW,COLUMN") {
+		t.Errorf("bad --lesion: %v\n%s", err, text)
+	}
+}
+
+func mustSeriesFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := dicomio.SeriesFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
