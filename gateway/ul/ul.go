@@ -1,8 +1,3 @@
-// Package ul is the DICOM upper layer (PS3.8) over TCP: association establishment for both the
-// acceptor (SCP) and the requestor (SCU), P-DATA transfer with fragmentation on send and streaming
-// reassembly on receive (every PDV of every P-DATA-TF), release and abort. Every wait on the
-// network carries a deadline: the ARTIM timer while establishing or releasing, a read timeout
-// inside a message, an idle timeout between messages.
 package ul
 
 import (
