@@ -29,6 +29,15 @@ type CStoreExporter struct {
 	ResponseTimeout time.Duration
 }
 
+// NewExporter builds the exporter of a destination by its kind (C-STORE or STOW-RS);
+// defaultCallingAE is our AE title towards a C-STORE destination that names none.
+func NewExporter(d Destination, defaultCallingAE string) Exporter {
+	if d.Kind == KindSTOW {
+		return &STOWExporter{URL: d.URL, BearerToken: d.BearerToken}
+	}
+	return NewCStoreExporter(d, defaultCallingAE)
+}
+
 // NewCStoreExporter builds the exporter for a "dicom" destination.
 func NewCStoreExporter(d Destination, defaultCallingAE string) *CStoreExporter {
 	calling := d.CallingAE

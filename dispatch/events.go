@@ -16,7 +16,23 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"dpersona/gateway/assembly"
 )
+
+// FromCompletedStudy is the study-complete event of a study the gateway assembled: a claim check
+// with the instance paths (made relative to the data directory when published).
+func FromCompletedStudy(cs assembly.CompletedStudy) StudyComplete {
+	ev := StudyComplete{CalledAE: cs.CalledAE, CallingAE: cs.CallingAE, StudyInstanceUID: cs.StudyInstanceUID, Dir: cs.Dir, CompletedAt: cs.CompletedAt.UTC()}
+	for _, se := range cs.Series {
+		ref := SeriesRef{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality}
+		for _, in := range se.Instances {
+			ref.Instances = append(ref.Instances, InstanceRef{SOPInstanceUID: in.SOPInstanceUID, SOPClassUID: in.SOPClassUID, Path: in.Path, Size: in.Size})
+		}
+		ev.Series = append(ev.Series, ref)
+	}
+	return ev
+}
 
 // StudyComplete is the study-complete event: a claim check, never pixel data. Paths are relative
 // to the data directory (BusConfig.DataDir) that every role mounts; with UploadInstances the

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -259,4 +260,74 @@ func DefaultRouting(model string, dests ...Destination) Routing {
 	}
 	r.Routes = []Route{rt}
 	return r
+}
+
+// RoutingSources is what a serve process knows about routing: the "routes" and "destinations"
+// keys of its config file and the destinations given on the command line.
+type RoutingSources struct {
+	// Routes and Destinations come from the config file; RoutesConfigured says the file has a
+	// "routes" key (an empty list there is an error, not "use the default").
+	Routes           []Route
+	RoutesConfigured bool
+	Destinations     []Destination
+	// ForwardTo are AET@HOST:PORT C-STORE destinations (--forward-to), StowTo DICOMweb roots
+	// (--stow-to); they are named forward, forward2, ... and stow, stow2, ...
+	ForwardTo, StowTo []string
+	// DefaultModel is the bundle directory of routes that name none.
+	DefaultModel string
+}
+
+// MergeRouting is the one rule for combining the sources: without configured routes every CT
+// series goes through the default model to every destination; with configured routes, a route
+// without a model gets the default one, and the command-line destinations are added to every
+// route. The result is validated.
+func MergeRouting(s RoutingSources) (Routing, error) {
+	r := Routing{Routes: append([]Route(nil), s.Routes...), Destinations: append([]Destination(nil), s.Destinations...)}
+	var extra []Destination
+	for i, f := range s.ForwardTo {
+		d, err := ParseForwardTo(f)
+		if err != nil {
+			return r, err
+		}
+		if i > 0 {
+			d.Name = fmt.Sprintf("forward%d", i+1)
+		}
+		extra = append(extra, d)
+	}
+	for i, u := range s.StowTo {
+		name := "stow"
+		if i > 0 {
+			name = fmt.Sprintf("stow%d", i+1)
+		}
+		extra = append(extra, Destination{Name: name, Kind: KindSTOW, URL: u})
+	}
+	r.Destinations = append(r.Destinations, extra...)
+	if !s.RoutesConfigured {
+		r.Routes = DefaultRouting(s.DefaultModel, r.Destinations...).Routes
+	} else {
+		for i := range r.Routes {
+			if r.Routes[i].Model == "" {
+				r.Routes[i].Model = s.DefaultModel
+			}
+			r.Routes[i].Destinations = append([]string(nil), r.Routes[i].Destinations...)
+			for _, d := range extra {
+				r.Routes[i].Destinations = append(r.Routes[i].Destinations, d.Name)
+			}
+		}
+	}
+	return r, r.Validate()
+}
+
+// Models lists the model bundle directories the routes name, each once, sorted.
+func (r Routing) Models() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, rt := range r.Routes {
+		if !seen[rt.Model] {
+			seen[rt.Model] = true
+			out = append(out, rt.Model)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

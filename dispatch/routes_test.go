@@ -135,3 +135,75 @@ func TestParseForwardTo(t *testing.T) {
 		t.Fatalf("default routing %+v: %v", r, err)
 	}
 }
+
+// TestMergeRouting: the command-line destinations join the configured ones and every route,
+// routes without a model get the default one, and without routes the default route sends
+// every CT series to every destination.
+func TestMergeRouting(t *testing.T) {
+	pacs := Destination{Name: "pacs", Kind: KindDICOM, AETitle: "PACS", Host: "10.0.0.5", Port: 104}
+
+	r, err := MergeRouting(RoutingSources{DefaultModel: "models/default", Destinations: []Destination{pacs},
+		ForwardTo: []string{"A@h1:104", "B@h2:11112"}, StowTo: []string{"http://web/dicom-web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Routes) != 1 || r.Routes[0].Name != "default" || r.Routes[0].Modality != "CT" || r.Routes[0].Model != "models/default" {
+		t.Fatalf("default route = %+v", r.Routes)
+	}
+	if got := strings.Join(r.Routes[0].Destinations, ","); got != "pacs,forward,forward2,stow" {
+		t.Fatalf("default route destinations = %s", got)
+	}
+	if d, ok := r.Destination("forward2"); !ok || d.AETitle != "B" || d.Port != 11112 {
+		t.Fatalf("forward2 = %+v", d)
+	}
+	if got := r.Models(); len(got) != 1 || got[0] != "models/default" {
+		t.Fatalf("models = %v", got)
+	}
+
+	configured := []Route{
+		{Name: "lung", Modality: "CT", Outputs: []string{OutputRaters}, Destinations: []string{"pacs"}},
+		{Name: "research", Model: "/abs/model", Outputs: []string{OutputProbability}},
+	}
+	r, err = MergeRouting(RoutingSources{DefaultModel: "models/default", Routes: configured, RoutesConfigured: true,
+		Destinations: []Destination{pacs}, StowTo: []string{"http://web/dicom-web"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Routes[0].Model != "models/default" || r.Routes[1].Model != "/abs/model" {
+		t.Fatalf("models = %q, %q", r.Routes[0].Model, r.Routes[1].Model)
+	}
+	if a, b := strings.Join(r.Routes[0].Destinations, ","), strings.Join(r.Routes[1].Destinations, ","); a != "pacs,stow" || b != "stow" {
+		t.Fatalf("route destinations = %s / %s", a, b)
+	}
+	if len(configured[0].Destinations) != 1 {
+		t.Fatal("MergeRouting changed its input")
+	}
+	if got := strings.Join(r.Models(), ","); got != "/abs/model,models/default" {
+		t.Fatalf("models = %s", got)
+	}
+
+	if _, err := MergeRouting(RoutingSources{DefaultModel: "m", ForwardTo: []string{"no-port@host"}}); err == nil {
+		t.Error("a malformed --forward-to was accepted")
+	}
+	if _, err := MergeRouting(RoutingSources{DefaultModel: "m", RoutesConfigured: true,
+		Routes: []Route{{Name: "x", Outputs: []string{OutputRaters}, Destinations: []string{"nowhere"}}}}); err == nil {
+		t.Error("a route to an unknown destination was accepted")
+	}
+}
+
+// TestStudyStateShownOverTheGateway: receiving wins, received adds nothing to complete, later bus
+// states win.
+func TestStudyStateShownOverTheGateway(t *testing.T) {
+	for _, c := range []struct{ gateway, bus, want string }{
+		{"receiving", StateDone, "receiving"},
+		{"receiving", StateReceived, "receiving"},
+		{"complete", StateReceived, "complete"},
+		{"complete", StateInferring, StateInferring},
+		{"complete", StateFailed, StateFailed},
+	} {
+		st := StudyState{State: c.bus}
+		if got := st.ShownOver(c.gateway); got != c.want {
+			t.Errorf("gateway %s, bus %s: shown %s, want %s", c.gateway, c.bus, got, c.want)
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"dpersona/gateway/assembly"
 )
 
 // Study states after the gateway's own "receiving" and "complete".
@@ -48,6 +50,17 @@ type StudyState struct {
 	InferredAt       *time.Time    `json:"inferred_at,omitempty"`
 	DoneAt           *time.Time    `json:"done_at,omitempty"`
 	UpdatedAt        time.Time     `json:"updated_at"`
+}
+
+// ShownOver is the state of a study that the gateway's assembly also knows, as gatewayState
+// (receiving or complete): the gateway's receiving wins, since the study is getting new
+// instances and will be published again; the bus's received says no more than the gateway's
+// complete (handed to the bus); every later bus state wins.
+func (s *StudyState) ShownOver(gatewayState string) string {
+	if gatewayState == assembly.StateReceiving || s.State == StateReceived {
+		return gatewayState
+	}
+	return s.State
 }
 
 // SeriesState mirrors the gateway's series summary.

@@ -32,7 +32,7 @@ func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 
 // serveConfig is the JSON configuration file of `dpersona serve`. Every field has a default, so
 // an empty file (or none) is a working gateway on embedded defaults. Top-level keys this struct
-// does not know are kept in sections for the roles registered by other files (see serveEnv).
+// does not know are kept as sections (nats, workers, routes, destinations) that runServe reads.
 type serveConfig struct {
 	// DataDir holds incoming/, studies/ and nats/ (docs/architecture.md).
 	DataDir string `json:"data_dir"`

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,61 +22,22 @@ import (
 	"dpersona/gateway"
 	"dpersona/gateway/assembly"
 	"dpersona/gateway/store"
+	"dpersona/inference"
 	"dpersona/internal/httpapi"
 	"dpersona/internal/obs"
+	"dpersona/pipeline"
 )
 
 func init() { registerCommand(newServeCommand) }
 
-// Extension points for the other roles, registered from their own files with init(), so that
-// serve.go does not change when a role is added:
-//
-//   - serveFlagHooks add flags to `serve` (e.g. --roles, --nats-url, --forward-to).
-//   - serveBusConfigHooks adjust the bus configuration before the bus is opened (e.g. an external
-//     NATS URL from a flag or a config section).
-//   - serveStartHooks start a role once the bus is open and before the DICOM listener starts;
-//     they may add HTTP routes, readiness checks and /api/studies overlays through the env, or
-//     turn the listener off (env.Ingest = false). The returned stop function runs at shutdown,
-//     in reverse order of start.
-var (
-	serveFlagHooks      []func(cmd *cobra.Command)
-	serveBusConfigHooks []func(env *serveEnv, cfg *dispatch.BusConfig) error
-	serveStartHooks     []func(ctx context.Context, env *serveEnv) (stop func(), err error)
+// Role names for --roles.
+const (
+	roleIngest   = "ingest"
+	roleInfer    = "infer"
+	roleDispatch = "dispatch"
 )
 
-// serveEnv is what a role's start hook gets.
-type serveEnv struct {
-	Logger  *slog.Logger
-	Config  *serveConfig
-	DataDir string // absolute
-	// Bus is open and its topology ensured (nil inside bus-config hooks).
-	Bus *dispatch.Bus
-	// Ingest runs the DICOM listener and study assembly (default true).
-	Ingest bool
-
-	mux      *http.ServeMux
-	apiMux   *http.ServeMux
-	api      *httpapi.API
-	checksMu sync.Mutex
-	checks   []obs.Check
-}
-
-// AddStudyOverlay refines GET /api/studies with later states (inferring, exporting, done, ...).
-func (e *serveEnv) AddStudyOverlay(o httpapi.Overlay) { e.api.AddOverlay(o) }
-
-// AddReadyCheck adds a /readyz check.
-func (e *serveEnv) AddReadyCheck(c obs.Check) {
-	e.checksMu.Lock()
-	defer e.checksMu.Unlock()
-	e.checks = append(e.checks, c)
-}
-
-// HandleAPI mounts a handler under /api/ behind the API bearer token.
-func (e *serveEnv) HandleAPI(pattern string, h http.Handler) { e.apiMux.Handle(pattern, h) }
-
-// Handle mounts a handler outside the API (no token), e.g. a probe.
-func (e *serveEnv) Handle(pattern string, h http.Handler) { e.mux.Handle(pattern, h) }
-
+// serveOptions are the flags of `serve`; flags the user set override the config file.
 type serveOptions struct {
 	configPath  string
 	dataDir     string
@@ -88,6 +50,46 @@ type serveOptions struct {
 	tlsCert     string
 	tlsKey      string
 	tlsClientCA string
+
+	roles     []string
+	natsURL   string
+	natsPort  int
+	natsCreds string
+	natsCA    string
+	natsCert  string
+	natsKey   string
+	replicas  int
+	upload    bool
+	forwardTo []string
+	stowTo    []string
+	workers   int
+	model     modelFlags
+
+	// changed reports whether the user set a flag (cobra's Flags().Changed).
+	changed func(name string) bool
+}
+
+// natsSection is the "nats" key of the serve config; flags override it.
+type natsSection struct {
+	URL             string `json:"url"`
+	ListenPort      int    `json:"listen_port"`
+	Replicas        int    `json:"replicas"`
+	CredsFile       string `json:"creds_file"`
+	TLSCA           string `json:"tls_ca"`
+	TLSCert         string `json:"tls_cert"`
+	TLSKey          string `json:"tls_key"`
+	UploadInstances bool   `json:"upload_instances"`
+	SyncAlways      bool   `json:"sync_always"`
+}
+
+// workerSection is the "workers" key: retry policy of inference and export.
+type workerSection struct {
+	InferTimeout     dispatch.Duration `json:"infer_timeout"`      // one series, default 30m
+	InferMaxAttempts int               `json:"infer_max_attempts"` // per study, default 5
+	ExportAttempts   int               `json:"export_max_attempts"`
+	// AckWait: how long a study or export job held by a worker that died waits before another
+	// worker (or this one, restarted) gets it. Default 30s (infer) and 60s (export).
+	AckWait dispatch.Duration `json:"ack_wait"`
 }
 
 func newServeCommand() *cobra.Command {
@@ -107,43 +109,14 @@ associations in progress finish their current instance first.`,
 			if err != nil {
 				return err
 			}
-			f := cmd.Flags()
-			if f.Changed("data-dir") {
-				cfg.DataDir = opts.dataDir
-			}
-			if f.Changed("dicom-listen") {
-				cfg.DICOMListen = opts.dicomListen
-			}
-			if f.Changed("http-listen") {
-				cfg.HTTPListen = opts.httpListen
-			}
-			if f.Changed("ae-title") {
-				cfg.AETitle = opts.aeTitle
-			}
-			if f.Changed("quiet-window") {
-				cfg.QuietWindow = duration(opts.quietWindow)
-			}
-			if f.Changed("log-level") {
-				cfg.LogLevel = opts.logLevel
-			}
-			if f.Changed("tls-listen") {
-				cfg.TLS.Listen = opts.tlsListen
-			}
-			if f.Changed("tls-cert") {
-				cfg.TLS.CertFile = opts.tlsCert
-			}
-			if f.Changed("tls-key") {
-				cfg.TLS.KeyFile = opts.tlsKey
-			}
-			if f.Changed("tls-client-ca") {
-				cfg.TLS.ClientCAFile = opts.tlsClientCA
-			}
+			opts.changed = cmd.Flags().Changed
+			opts.applyTo(&cfg)
 			if err := cfg.validate(); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runServe(ctx, &cfg)
+			return runServe(ctx, &cfg, &opts)
 		},
 	}
 	d := defaultServeConfig()
@@ -159,13 +132,87 @@ associations in progress finish their current instance first.`,
 	fl.StringVar(&opts.tlsCert, "tls-cert", "", "PEM server certificate (chain) of the DICOM TLS listener")
 	fl.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fl.StringVar(&opts.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates signed by it on the TLS listener")
-	for _, h := range serveFlagHooks {
-		h(cmd)
-	}
+	fl.StringSliceVar(&opts.roles, "roles", []string{roleIngest, roleInfer, roleDispatch},
+		"roles this process runs: ingest (DICOM listener, study assembly), infer (model workers), dispatch (export to destinations)")
+	fl.StringVar(&opts.natsURL, "nats-url", "", "join an external NATS JetStream cluster (comma-separated URLs) instead of the embedded server")
+	fl.IntVar(&opts.natsPort, "nats-port", 0, "let the embedded NATS server accept other processes on 127.0.0.1:PORT (0: in-process only)")
+	fl.StringVar(&opts.natsCreds, "nats-creds", "", "NATS credentials file for --nats-url")
+	fl.StringVar(&opts.natsCA, "nats-ca", "", "CA bundle to verify the NATS servers (TLS)")
+	fl.StringVar(&opts.natsCert, "nats-cert", "", "client certificate for NATS mutual TLS")
+	fl.StringVar(&opts.natsKey, "nats-key", "", "client key for NATS mutual TLS")
+	fl.IntVar(&opts.replicas, "nats-replicas", 0, "replicas of streams, KV and object stores (1 embedded; 3 on a 3-node cluster)")
+	fl.BoolVar(&opts.upload, "upload-instances", false, "also put received instances in the JetStream object store (workers on machines without the data directory)")
+	fl.StringArrayVar(&opts.forwardTo, "forward-to", nil, "send every result with C-STORE to AET@HOST:PORT (repeatable)")
+	fl.StringArrayVar(&opts.stowTo, "stow-to", nil, "send every result with DICOMweb STOW-RS to this DICOMweb root URL (repeatable)")
+	fl.IntVar(&opts.workers, "workers", 1, "studies one inference role processes at once")
+	opts.model.register(cmd, true)
 	return cmd
 }
 
-func runServe(ctx context.Context, cfg *serveConfig) error {
+// applyTo puts the flags the user set over the config file.
+func (o *serveOptions) applyTo(cfg *serveConfig) {
+	if o.changed("data-dir") {
+		cfg.DataDir = o.dataDir
+	}
+	if o.changed("dicom-listen") {
+		cfg.DICOMListen = o.dicomListen
+	}
+	if o.changed("http-listen") {
+		cfg.HTTPListen = o.httpListen
+	}
+	if o.changed("ae-title") {
+		cfg.AETitle = o.aeTitle
+	}
+	if o.changed("quiet-window") {
+		cfg.QuietWindow = duration(o.quietWindow)
+	}
+	if o.changed("log-level") {
+		cfg.LogLevel = o.logLevel
+	}
+	if o.changed("tls-listen") {
+		cfg.TLS.Listen = o.tlsListen
+	}
+	if o.changed("tls-cert") {
+		cfg.TLS.CertFile = o.tlsCert
+	}
+	if o.changed("tls-key") {
+		cfg.TLS.KeyFile = o.tlsKey
+	}
+	if o.changed("tls-client-ca") {
+		cfg.TLS.ClientCAFile = o.tlsClientCA
+	}
+}
+
+// busConfig is the bus configuration: the "nats" config section with the flags over it.
+func (o *serveOptions) busConfig(dataDir string, ns natsSection) dispatch.BusConfig {
+	cfg := dispatch.BusConfig{StoreDir: filepath.Join(dataDir, "nats"), DataDir: dataDir, ConnectName: "dpersona-serve"}
+	pick := func(flag, flagVal, cfgVal string) string {
+		if o.changed(flag) {
+			return flagVal
+		}
+		return cfgVal
+	}
+	cfg.URL = pick("nats-url", o.natsURL, ns.URL)
+	cfg.CredsFile = pick("nats-creds", o.natsCreds, ns.CredsFile)
+	cfg.TLSCAFile = pick("nats-ca", o.natsCA, ns.TLSCA)
+	cfg.TLSCertFile = pick("nats-cert", o.natsCert, ns.TLSCert)
+	cfg.TLSKeyFile = pick("nats-key", o.natsKey, ns.TLSKey)
+	cfg.ListenPort = ns.ListenPort
+	if o.natsPort != 0 {
+		cfg.ListenPort = o.natsPort
+	}
+	cfg.Replicas = ns.Replicas
+	if o.replicas != 0 {
+		cfg.Replicas = o.replicas
+	}
+	cfg.UploadInstances = ns.UploadInstances || o.upload
+	cfg.SyncAlways = ns.SyncAlways
+	return cfg
+}
+
+// runServe runs the roles until ctx ends, then shuts down in order: the DICOM listener (current
+// instances finish), the workers, study assembly, HTTP, the bus.
+func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 	level, err := obs.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		return err
@@ -181,17 +228,34 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	obs.WatchDiskFree(dataDir)
-
-	env := &serveEnv{Logger: logger, Config: cfg, DataDir: dataDir, Ingest: true, mux: http.NewServeMux(), apiMux: http.NewServeMux()}
-
-	busCfg := dispatch.BusConfig{StoreDir: filepath.Join(dataDir, "nats"), DataDir: dataDir, ConnectName: "dpersona-serve"}
-	for _, h := range serveBusConfigHooks {
-		if err := h(env, &busCfg); err != nil {
-			return err
-		}
+	roles, err := parseRoles(opts.roles)
+	if err != nil {
+		return err
 	}
+
+	// The config sections of the bus and the workers.
+	var ns natsSection
+	var ws workerSection
+	var sources dispatch.RoutingSources
+	if _, err := cfg.Section("nats", &ns); err != nil {
+		return err
+	}
+	if _, err := cfg.Section("workers", &ws); err != nil {
+		return err
+	}
+	if sources.RoutesConfigured, err = cfg.Section("routes", &sources.Routes); err != nil {
+		return err
+	}
+	if _, err := cfg.Section("destinations", &sources.Destinations); err != nil {
+		return err
+	}
+	for _, name := range cfg.unclaimedSections() {
+		logger.Warn("configuration key not used by any role", "key", name)
+	}
+
+	// The bus.
 	openCtx, cancelOpen := context.WithTimeout(ctx, 60*time.Second)
-	bus, err := dispatch.OpenBus(openCtx, busCfg, logger)
+	bus, err := dispatch.OpenBus(openCtx, opts.busConfig(dataDir, ns), logger)
 	if err == nil {
 		err = bus.EnsureTopology(openCtx)
 		if err != nil {
@@ -203,51 +267,85 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		return fmt.Errorf("event bus: %w", err)
 	}
 	defer bus.Close()
-	env.Bus = bus
-	env.AddReadyCheck(obs.Check{Name: "nats", Func: func(context.Context) error {
+	bus.SetObserver(metricsObserver())
+	watchQueueDepths(bus)
+	checks := []obs.Check{{Name: "nats", Func: func(context.Context) error {
 		if !bus.Conn().IsConnected() {
 			return errors.New("not connected to NATS")
 		}
 		return nil
-	}})
+	}}}
 
-	var asm *assembly.Assembler
-	env.api = httpapi.New(httpapi.StudySourceFunc(func(context.Context) ([]httpapi.Study, error) {
-		if asm == nil {
-			return nil, nil
-		}
-		return apiStudies(asm.Studies()), nil
-	}), logger)
+	// Routing: config routes and destinations, --forward-to and --stow-to, the default model.
+	sources.ForwardTo, sources.StowTo = opts.forwardTo, opts.stowTo
+	sources.DefaultModel, err = resolveModelDir(opts.model.Model)
+	if err != nil {
+		sources.DefaultModel = defaultModelDir
+	}
+	routing, err := dispatch.MergeRouting(sources)
+	if err != nil {
+		return err
+	}
 
+	// Workers run on runCtx, cancelled at shutdown after the DICOM listener stopped.
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
-	var stops []func()
-	defer func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
-		}
-	}()
-	for _, h := range serveStartHooks {
-		stop, err := h(runCtx, env)
-		if err != nil {
+	workers := newWorkerGroup(logger)
+	defer workers.stop()
+	workers.run(runCtx, "study state watch", func(c context.Context) error { bus.WatchStudyStates(c); return nil })
+	moves := false
+	if roles.infer {
+		models, err := pipeline.OpenModels(ctx, routing.Models(), func(dir string) (*inference.Engine, error) {
+			return opts.model.openEngine(dir, logger)
+		}, "dpersona "+version, logger)
+		switch {
+		case errors.Is(err, pipeline.ErrNoModel):
+			// Ingest keeps working and studies wait durably in the queue (state "received") until
+			// an inference role with a model joins; say so once, loudly.
+			logger.Error("inference role is OFF: no model bundle", "reason", err.Error(),
+				"hint", "put a bundle at "+defaultModelDir+" or pass --model; received studies wait in the queue")
+			// An inference role without a model must not look ready to an orchestrator.
+			checks = append(checks, obs.Check{Name: "model", Func: func(context.Context) error { return err }})
+		case err != nil:
 			return err
-		}
-		if stop != nil {
-			stops = append(stops, stop)
+		default:
+			// Every routed bundle was verified, loaded and warmed up above.
+			checks = append(checks, obs.Check{Name: "model", Func: func(context.Context) error { return nil }})
+			workers.closeAtStop(models.Close)
+			opt := dispatch.InferOptions{Routing: routing, Processor: dispatch.PipelineProcessor{Models: models}, Concurrency: opts.workers,
+				Timeout: time.Duration(ws.InferTimeout), MaxDeliver: ws.InferMaxAttempts, AckWait: time.Duration(ws.AckWait)}
+			workers.run(runCtx, "inference worker", func(c context.Context) error { return bus.RunInferWorker(c, opt) })
+			moves = true
 		}
 	}
-	for _, name := range cfg.unclaimedSections() {
-		logger.Warn("configuration key not used by any role", "key", name)
+	if roles.dispatch {
+		for _, d := range routing.Destinations {
+			opt := dispatch.ExportOptions{Destination: d, Exporter: dispatch.NewExporter(d, cfg.AETitle),
+				MaxDeliver: ws.ExportAttempts, AckWait: time.Duration(ws.AckWait)}
+			workers.run(runCtx, "export worker "+d.Name, func(c context.Context) error { return bus.RunExportWorker(c, opt) })
+		}
+		moves = true
 	}
+	if moves {
+		workers.run(runCtx, "dead-letter mover", bus.RunDeadLetterMover)
+	}
+	var dests []string
+	for _, d := range routing.Destinations {
+		dests = append(dests, d.Name+"="+d.Kind)
+	}
+	logger.Info("roles started", "ingest", roles.ingest, "infer", roles.infer, "dispatch", roles.dispatch,
+		"routes", len(routing.Routes), "destinations", strings.Join(dests, ","), "nats", orEmbedded(bus.ClientURL()))
 
+	// Ingest: the DICOM listeners and study assembly.
+	var asm *assembly.Assembler
 	var srv *gateway.Server
 	var asmDone chan struct{}
-	if env.Ingest {
+	if roles.ingest {
 		st, err := store.Open(dataDir, store.Options{})
 		if err != nil {
 			return err
 		}
-		asm, err = assembly.New(assembly.Config{Store: st, QuietWindow: time.Duration(cfg.QuietWindow), Sink: busSink{bus: bus, log: logger}, Logger: logger})
+		asm, err = assembly.New(assembly.Config{Store: st, QuietWindow: time.Duration(cfg.QuietWindow), Sink: busSink{bus: bus}, Logger: logger})
 		if err != nil {
 			return err
 		}
@@ -256,7 +354,7 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		if err != nil {
 			return err
 		}
-		env.AddReadyCheck(obs.DiskCheck(dataDir, cfg.MinFreeMB<<20))
+		checks = append(checks, obs.DiskCheck(dataDir, cfg.MinFreeMB<<20))
 		asmDone = make(chan struct{})
 		go func() { asm.Run(runCtx); close(asmDone) }()
 		var l, tl net.Listener
@@ -296,23 +394,27 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		}
 	}
 
+	// HTTP: the API behind the bearer token, probes and metrics outside it.
 	var httpSrv *http.Server
 	if cfg.HTTPListen != "" {
-		env.api.Register(env.apiMux)
+		api := httpapi.New(httpapi.GatewayStudies(asm), logger)
+		api.AddOverlay(httpapi.BusOverlay(bus))
+		apiMux := http.NewServeMux()
+		api.Register(apiMux)
+		apiMux.Handle("GET /api/dead-letters", httpapi.DeadLettersHandler(bus))
+		apiMux.Handle("POST /api/dead-letters/{seq}/replay", httpapi.ReplayHandler(bus))
 		token := cfg.APIToken
 		if t := os.Getenv("DPERSONA_API_TOKEN"); t != "" {
 			token = t
 		}
-		env.mux.Handle("/api/", obs.RequireBearer(token, env.apiMux))
-		env.checksMu.Lock()
-		checks := append([]obs.Check(nil), env.checks...)
-		env.checksMu.Unlock()
-		obs.Mount(env.mux, checks...)
+		mux := http.NewServeMux()
+		mux.Handle("/api/", obs.RequireBearer(token, apiMux))
+		obs.Mount(mux, checks...)
 		hl, err := net.Listen("tcp", cfg.HTTPListen)
 		if err != nil {
 			return fmt.Errorf("HTTP listener: %w", err)
 		}
-		httpSrv = &http.Server{Handler: env.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
 		go func() {
 			if err := httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error("HTTP listener stopped", "err", err)
@@ -337,7 +439,103 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 	if httpSrv != nil {
 		httpSrv.Shutdown(shutCtx)
 	}
-	return nil
+	return nil // deferred: the workers stop (within 30 s) and release the models, then the bus closes
+}
+
+// roleSet is the parsed --roles.
+type roleSet struct{ ingest, infer, dispatch bool }
+
+func parseRoles(list []string) (roleSet, error) {
+	var r roleSet
+	for _, s := range list {
+		switch strings.TrimSpace(strings.ToLower(s)) {
+		case roleIngest:
+			r.ingest = true
+		case roleInfer:
+			r.infer = true
+		case roleDispatch:
+			r.dispatch = true
+		case "":
+		default:
+			return r, fmt.Errorf("--roles: unknown role %q (ingest, infer, dispatch)", s)
+		}
+	}
+	if !r.ingest && !r.infer && !r.dispatch {
+		return r, errors.New("--roles: no role given (ingest, infer, dispatch)")
+	}
+	return r, nil
+}
+
+// workerGroup runs the long-lived goroutines of the roles and stops them together.
+type workerGroup struct {
+	log     *slog.Logger
+	wg      sync.WaitGroup
+	closers []func()
+}
+
+func newWorkerGroup(log *slog.Logger) *workerGroup { return &workerGroup{log: log} }
+
+func (g *workerGroup) run(ctx context.Context, what string, f func(context.Context) error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := f(ctx); err != nil && ctx.Err() == nil {
+			g.log.Error("role stopped", "what", what, "err", err)
+		}
+	}()
+}
+
+// closeAtStop runs c once the workers stopped (e.g. releasing the model sessions).
+func (g *workerGroup) closeAtStop(c func()) { g.closers = append(g.closers, c) }
+
+// stop waits up to 30 s for the workers (their context is cancelled by the caller) and runs the
+// closers.
+func (g *workerGroup) stop() {
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		g.log.Warn("workers did not stop within 30s")
+	}
+	for _, c := range g.closers {
+		c()
+	}
+}
+
+// metricsObserver counts the workers' events in the project's metrics.
+func metricsObserver() dispatch.Observer {
+	return dispatch.Observer{
+		SeriesProcessed: func(d time.Duration) { obs.InferenceSeconds.Observe(d.Seconds()) },
+		InferenceFailed: func() { obs.InferenceFailures.Inc() },
+		StudyInferred:   func(d time.Duration) { obs.StudyStageSeconds.With(obs.StageInfer).Observe(d.Seconds()) },
+		FilesExported:   func(dest string, n int) { obs.ExportsTotal.With(dest).Add(float64(n)) },
+		ExportFailed:    func(dest string) { obs.ExportFailures.With(dest).Inc() },
+		StudyDelivered:  func(d time.Duration) { obs.StudyStageSeconds.With(obs.StageExport).Observe(d.Seconds()) },
+	}
+}
+
+// watchQueueDepths exports the depth of each work queue, read from the bus at scrape time.
+func watchQueueDepths(bus *dispatch.Bus) {
+	for _, q := range []struct{ label, stream string }{{"study_complete", dispatch.StreamStudies}, {"results", dispatch.StreamResults}, {"dead_letter", dispatch.StreamDeadLetter}} {
+		stream := q.stream
+		obs.QueueDepth.Set(func() float64 {
+			c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := bus.QueueDepth(c, stream)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}, q.label)
+	}
+}
+
+func orEmbedded(url string) string {
+	if url == "" {
+		return "embedded (in-process)"
+	}
+	return url
 }
 
 // unclaimedSections lists configuration keys that no role read.
@@ -352,15 +550,11 @@ func (c *serveConfig) unclaimedSections() []string {
 	return out
 }
 
-// busSink adapts the gateway's completed studies to the bus's study-complete events: a claim
-// check with the instance paths (made relative to the data directory by the bus).
-type busSink struct {
-	bus *dispatch.Bus
-	log *slog.Logger
-}
+// busSink hands the gateway's completed studies to the bus and counts them in the metrics.
+type busSink struct{ bus *dispatch.Bus }
 
 func (s busSink) StudyComplete(ctx context.Context, cs gateway.CompletedStudy) error {
-	if err := s.bus.PublishStudyComplete(ctx, toStudyComplete(cs)); err != nil {
+	if err := s.bus.PublishStudyComplete(ctx, dispatch.FromCompletedStudy(cs)); err != nil {
 		return err
 	}
 	obs.StudiesCompleted.Inc()
@@ -368,39 +562,4 @@ func (s busSink) StudyComplete(ctx context.Context, cs gateway.CompletedStudy) e
 		obs.StudyStageSeconds.With(obs.StageReceive).Observe(cs.CompletedAt.Sub(cs.FirstReceivedAt).Seconds())
 	}
 	return nil
-}
-
-func toStudyComplete(cs gateway.CompletedStudy) dispatch.StudyComplete {
-	ev := dispatch.StudyComplete{CalledAE: cs.CalledAE, CallingAE: cs.CallingAE, StudyInstanceUID: cs.StudyInstanceUID, Dir: cs.Dir, CompletedAt: cs.CompletedAt.UTC()}
-	for _, se := range cs.Series {
-		ref := dispatch.SeriesRef{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality}
-		for _, in := range se.Instances {
-			ref.Instances = append(ref.Instances, dispatch.InstanceRef{SOPInstanceUID: in.SOPInstanceUID, SOPClassUID: in.SOPClassUID, Path: in.Path, Size: in.Size})
-		}
-		ev.Series = append(ev.Series, ref)
-	}
-	return ev
-}
-
-// apiStudies converts the assembler's snapshot to the API's entries.
-func apiStudies(in []assembly.StudyInfo) []httpapi.Study {
-	out := make([]httpapi.Study, 0, len(in))
-	for _, s := range in {
-		st := httpapi.Study{StudyInstanceUID: s.StudyInstanceUID, CalledAE: s.CalledAE, CallingAE: s.CallingAE, State: s.State, Instances: s.Instances,
-			Series: make([]httpapi.Series, 0, len(s.Series)), Extra: map[string]any{"handed_off": s.HandedOff}}
-		for _, se := range s.Series {
-			st.Series = append(st.Series, httpapi.Series{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, Instances: se.Instances})
-		}
-		first, last := s.FirstReceived, s.LastReceived
-		st.FirstReceivedAt, st.LastReceivedAt = &first, &last
-		if !s.CompletedAt.IsZero() {
-			c := s.CompletedAt
-			st.CompletedAt = &c
-		}
-		if s.LastError != "" {
-			st.Extra["hand_off_error"] = s.LastError
-		}
-		out = append(out, st)
-	}
-	return out
 }

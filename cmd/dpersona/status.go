@@ -36,7 +36,7 @@ func newStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show what a running gateway is doing (studies, associations, readiness, failures)",
-		Long: `status asks a running gateway's HTTP endpoint (/readyz, /api/studies, /metrics) and prints a
+		Long: `status asks a running gateway's HTTP endpoint (/readyz, /api/studies, /api/status) and prints a
 short summary for operators. The address is the one given to "serve --http-listen".
 The API token may also come from the environment variable DPERSONA_API_TOKEN, which keeps it out
 of the process list. Exits non-zero when the gateway cannot be reached or is not ready.`,
@@ -74,8 +74,8 @@ type gatewayStatus struct {
 	readyErr   error
 	studies    []apiStudy
 	studiesErr error
-	metrics    *obs.Exposition
-	metricsErr error
+	summary    *obs.Summary
+	summaryErr error
 }
 
 // baseURL turns "HOST:PORT", ":PORT" or a URL into a URL without a trailing slash.
@@ -138,7 +138,18 @@ func runStatus(ctx context.Context, out io.Writer, opts statusOptions) error {
 		st.studies = studies
 	}
 
-	st.metrics, st.metricsErr = getMetrics(ctx, client, base+"/metrics", opts.token)
+	var sum obs.Summary
+	code, err = getJSONStatus(ctx, client, base+"/api/status", opts.token, &sum)
+	switch {
+	case err != nil:
+		st.summaryErr = err
+	case code == http.StatusUnauthorized:
+		st.summaryErr = errors.New("the gateway refused the API token (HTTP 401)")
+	case code != http.StatusOK:
+		st.summaryErr = fmt.Errorf("/api/status answered HTTP %d", code)
+	default:
+		st.summary = &sum
+	}
 
 	printStatus(out, &st)
 	if st.ready == nil || st.ready.Status != "ready" {
@@ -198,26 +209,6 @@ func getJSONStatus(ctx context.Context, c *http.Client, u, token string, v any) 
 	return resp.StatusCode, nil
 }
 
-func getMetrics(ctx context.Context, c *http.Client, u, token string) (*obs.Exposition, error) {
-	req, err := newRequest(ctx, u, token)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/metrics answered HTTP %d", resp.StatusCode)
-	}
-	exp, err := obs.ParseText(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("/metrics: %v", err)
-	}
-	return exp, nil
-}
-
 // isUnreachable tells a connection failure (nothing listening, no route, DNS, timeout) from an
 // HTTP-level problem.
 func isUnreachable(err error) bool {
@@ -247,11 +238,8 @@ var stateOrder = map[string]int{
 
 func printStatus(out io.Writer, st *gatewayStatus) {
 	fmt.Fprintf(out, "gateway     %s", st.base)
-	if st.metrics != nil {
-		for _, s := range familySamples(st.metrics, "dpersona_build_info") {
-			fmt.Fprintf(out, "  (version %s)", s.Labels["version"])
-			break
-		}
+	if st.summary != nil && st.summary.Version != "" {
+		fmt.Fprintf(out, "  (version %s)", st.summary.Version)
 	}
 	fmt.Fprintln(out)
 
@@ -308,55 +296,33 @@ func printStatus(out io.Writer, st *gatewayStatus) {
 		fmt.Fprintln(out)
 	}
 
-	if st.metricsErr != nil {
-		fmt.Fprintf(out, "metrics     unavailable: %v\n", st.metricsErr)
+	if st.summaryErr != nil {
+		fmt.Fprintf(out, "metrics     unavailable: %v\n", st.summaryErr)
 		return
 	}
-	m := st.metrics
+	m := st.summary
 	fmt.Fprintf(out, "associations %s active, %s accepted, %s rejected\n",
-		num(m.Sum("dpersona_associations_active", nil)),
-		num(m.Sum("dpersona_associations_total", map[string]string{"outcome": obs.OutcomeAccepted})),
-		num(m.Sum("dpersona_associations_total", map[string]string{"outcome": obs.OutcomeRejected})))
-	fmt.Fprintf(out, "received    %s instances, %s\n",
-		num(m.Sum("dpersona_instances_received_total", nil)), bytesHuman(m.Sum("dpersona_bytes_received_total", nil)))
-	if rej := nonZero(m.ByLabel("dpersona_rejections_total", "reason")); len(rej) > 0 {
-		fmt.Fprintf(out, "rejections  %s\n", joinLabelValues(rej))
+		num(m.AssociationsActive), num(m.AssociationsAccepted), num(m.AssociationsRejected))
+	fmt.Fprintf(out, "received    %s instances, %s\n", num(m.InstancesReceived), bytesHuman(m.BytesReceived))
+	if len(m.Rejections) > 0 {
+		fmt.Fprintf(out, "rejections  %s\n", joinLabelValues(m.Rejections))
 	}
-	if n := m.Sum("dpersona_inference_seconds_count", nil); n > 0 {
-		fmt.Fprintf(out, "inference   %s runs, mean %.2f s, %s failed\n", num(n),
-			m.Sum("dpersona_inference_seconds_sum", nil)/n, num(m.Sum("dpersona_inference_failures_total", nil)))
-	} else if f := m.Sum("dpersona_inference_failures_total", nil); f > 0 {
-		fmt.Fprintf(out, "inference   0 runs, %s failed\n", num(f))
+	if m.InferenceRuns > 0 {
+		fmt.Fprintf(out, "inference   %d runs, mean %.2f s, %s failed\n", m.InferenceRuns,
+			m.InferenceSeconds/float64(m.InferenceRuns), num(m.InferenceFailures))
+	} else if m.InferenceFailures > 0 {
+		fmt.Fprintf(out, "inference   0 runs, %s failed\n", num(m.InferenceFailures))
 	}
-	exported := m.Sum("dpersona_exports_total", nil)
-	failures := nonZero(m.ByLabel("dpersona_export_failures_total", "destination"))
-	fmt.Fprintf(out, "exports     %s delivered", num(exported))
-	if len(failures) > 0 {
-		fmt.Fprintf(out, ", failed attempts: %s", joinLabelValues(failures))
+	fmt.Fprintf(out, "exports     %s delivered", num(m.ExportsDelivered))
+	if len(m.ExportFailures) > 0 {
+		fmt.Fprintf(out, ", failed attempts: %s", joinLabelValues(m.ExportFailures))
 	} else {
 		fmt.Fprint(out, ", no failures")
 	}
 	fmt.Fprintln(out)
-	if q := m.ByLabel("dpersona_queue_depth", "queue"); len(q) > 0 {
-		fmt.Fprintf(out, "queues      %s\n", joinLabelValues(q))
+	if len(m.Queues) > 0 {
+		fmt.Fprintf(out, "queues      %s\n", joinLabelValues(m.Queues))
 	}
-}
-
-func familySamples(e *obs.Exposition, name string) []obs.Sample {
-	if f := e.Families[name]; f != nil {
-		return f.Samples
-	}
-	return nil
-}
-
-func nonZero(in []obs.LabelValue) []obs.LabelValue {
-	var out []obs.LabelValue
-	for _, lv := range in {
-		if lv.Value != 0 {
-			out = append(out, lv)
-		}
-	}
-	return out
 }
 
 func joinLabelValues(in []obs.LabelValue) string {

@@ -14,22 +14,27 @@ import (
 	"testing"
 	"time"
 
+	"dpersona/internal/httpapi"
 	"dpersona/internal/obs"
 	"dpersona/internal/testutil"
 )
 
-// fakeGatewayAPI answers /api/studies in the shape of the serve contract (issue 2), behind the
-// bearer guard, next to the real obs handlers; natsErr is what the "nats" readiness check returns.
+// startGatewayHTTP answers /api/studies in the shape of the serve contract (issue 2) and the real
+// /api/status, behind the bearer guard, next to the real obs handlers; natsErr is what the
+// "nats" readiness check returns.
 func startGatewayHTTP(t *testing.T, token string, studies []map[string]any, natsErr *error) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
 	obs.Mount(mux,
 		obs.Check{Name: "nats", Func: func(context.Context) error { return *natsErr }},
 		obs.DiskCheck(t.TempDir(), 1))
-	mux.Handle("/api/studies", obs.RequireBearer(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := http.NewServeMux()
+	api.Handle("GET /api/status", httpapi.StatusHandler())
+	api.HandleFunc("GET /api/studies", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(studies)
-	})))
+	})
+	mux.Handle("/api/", obs.RequireBearer(token, api))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv

@@ -1,7 +1,8 @@
-// Package httpapi serves the gateway's HTTP API over small interfaces: GET /api/studies lists the
-// studies the gateway knows, each with its state. The gateway supplies the base list (receiving,
-// complete); later stages (inference, delivery) overlay their states without this package knowing
-// them.
+// Package httpapi serves the gateway's HTTP API: GET /api/studies lists the studies the gateway
+// knows, each with its state, as the typed Study view; GET /api/status summarises the metrics;
+// the dead-letter handlers list and replay what failed for good. The gateway's study assembly
+// supplies the base list (receiving, complete, see GatewayStudies); the bus overlays its later
+// states (inferring, exporting, done, failed, see BusOverlay).
 package httpapi
 
 import (
@@ -13,6 +14,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"dpersona/dispatch"
+	"dpersona/internal/obs"
 )
 
 // Series is one series of a study.
@@ -22,38 +26,31 @@ type Series struct {
 	Instances         int    `json:"instances"`
 }
 
-// Study is one entry of GET /api/studies. Extra holds fields added by overlays; they are written
-// at the top level of the object next to the fixed ones (which they cannot replace).
+// Study is one entry of GET /api/studies: what the gateway's study assembly knows (first block),
+// then what the bus knows once the study was handed to it (second block).
 type Study struct {
-	StudyInstanceUID string         `json:"study_instance_uid"`
-	CalledAE         string         `json:"called_ae"`
-	CallingAE        string         `json:"calling_ae,omitempty"`
-	State            string         `json:"state"`
-	Instances        int            `json:"instances"`
-	Series           []Series       `json:"series"`
-	FirstReceivedAt  *time.Time     `json:"first_received_at,omitempty"`
-	LastReceivedAt   *time.Time     `json:"last_received_at,omitempty"`
-	CompletedAt      *time.Time     `json:"completed_at,omitempty"`
-	Extra            map[string]any `json:"-"`
-}
+	StudyInstanceUID string     `json:"study_instance_uid"`
+	CalledAE         string     `json:"called_ae"`
+	CallingAE        string     `json:"calling_ae,omitempty"`
+	State            string     `json:"state"`
+	Instances        int        `json:"instances"`
+	Series           []Series   `json:"series"`
+	FirstReceivedAt  *time.Time `json:"first_received_at,omitempty"`
+	LastReceivedAt   *time.Time `json:"last_received_at,omitempty"`
+	CompletedAt      *time.Time `json:"completed_at,omitempty"`
+	// HandedOff says whether the bus has this instance set (set for studies this process
+	// assembles); HandOffError is the last failure to hand it over (retried).
+	HandedOff    *bool  `json:"handed_off,omitempty"`
+	HandOffError string `json:"hand_off_error,omitempty"`
 
-// MarshalJSON writes the fixed fields and the overlay's extra fields in one object.
-func (s Study) MarshalJSON() ([]byte, error) {
-	type plain Study
-	base, err := json.Marshal(plain(s))
-	if err != nil || len(s.Extra) == 0 {
-		return base, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(base, &m); err != nil {
-		return nil, err
-	}
-	for k, v := range s.Extra {
-		if _, fixed := m[k]; !fixed {
-			m[k] = v
-		}
-	}
-	return json.Marshal(m)
+	// Reason explains the bus state (a failure, a retry in progress, no matching route).
+	Reason     string                 `json:"reason,omitempty"`
+	Results    []dispatch.ResultState `json:"results,omitempty"`  // SEG objects and their deliveries
+	Attempts   int                    `json:"attempts,omitempty"` // inference deliveries of the event
+	Worker     string                 `json:"worker,omitempty"`   // inference worker that took it
+	EventID    string                 `json:"event_id,omitempty"` // Nats-Msg-Id of the study-complete event
+	InferredAt *time.Time             `json:"inferred_at,omitempty"`
+	DoneAt     *time.Time             `json:"done_at,omitempty"`
 }
 
 // StudySource lists studies (the gateway's assembler).
@@ -67,8 +64,8 @@ type StudySourceFunc func(ctx context.Context) ([]Study, error)
 // Studies calls f.
 func (f StudySourceFunc) Studies(ctx context.Context) ([]Study, error) { return f(ctx) }
 
-// Overlay refines the list: it may change states (e.g. "complete" -> "inferring"), add Extra
-// fields, or add studies it knows and the source does not. An error is logged and the list is
+// Overlay refines the list: it may change states (e.g. "complete" -> "inferring"), fill the
+// later fields of the Study view, or add studies it knows and the source does not. An error is logged and the list is
 // served without that overlay, so a slow bus never hides what the gateway has received.
 type Overlay interface {
 	Overlay(ctx context.Context, studies []Study) ([]Study, error)
@@ -109,6 +106,17 @@ func (a *API) AddOverlay(o Overlay) {
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/studies", a.listStudies)
 	mux.HandleFunc("GET /api/studies/{uid}", a.getStudy)
+	mux.Handle("GET /api/status", StatusHandler())
+}
+
+// StatusHandler serves GET /api/status: the metrics summary (obs.Summary) as JSON, which
+// `dpersona status` prints.
+func StatusHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		json.NewEncoder(w).Encode(obs.Summarize())
+	})
 }
 
 // Handler returns a mux serving only the API.

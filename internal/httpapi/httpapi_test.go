@@ -24,7 +24,7 @@ func TestListStudiesWithOverlays(t *testing.T) {
 		for i := range s {
 			if s[i].StudyInstanceUID == "1.2.1" {
 				s[i].State = "inferring"
-				s[i].Extra = map[string]any{"worker": "w1", "state": "ignored: fixed fields win"}
+				s[i].Worker = "w1"
 			}
 		}
 		return s, nil

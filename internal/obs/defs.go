@@ -2,6 +2,7 @@ package obs
 
 import (
 	"runtime"
+	"sync/atomic"
 )
 
 // Default is the registry the gateway serves on /metrics; the project's metrics below live in it.
@@ -90,7 +91,13 @@ func init() {
 }
 
 // SetBuildInfo records the running version (call once at start-up with main.version).
-func SetBuildInfo(version string) { BuildInfo.With(version, runtime.Version()).Set(1) }
+func SetBuildInfo(version string) {
+	BuildInfo.With(version, runtime.Version()).Set(1)
+	buildVersion.Store(version)
+}
+
+// buildVersion is the version given to SetBuildInfo, for Summarize.
+var buildVersion atomic.Value
 
 // WatchDiskFree exports the free space of dir as dpersona_disk_free_bytes{path=dir}.
 func WatchDiskFree(dir string) {

@@ -31,8 +31,8 @@ type Exposition struct {
 
 // ParseText parses the Prometheus text format 0.0.4 strictly: every sample must belong to a
 // family announced by a TYPE line (for histograms, via the _bucket, _sum and _count suffixes),
-// label values must be properly quoted and escaped, values must be floats. `dpersona status` reads
-// a gateway's /metrics with it, and the tests use it to check the writer.
+// label values must be properly quoted and escaped, values must be floats. The tests use it to
+// check the writer (`dpersona status` reads the typed Summary from /api/status instead).
 func ParseText(r io.Reader) (*Exposition, error) {
 	exp := &Exposition{Families: map[string]*Family{}}
 	sc := bufio.NewScanner(r)
@@ -324,8 +324,8 @@ func (e *Exposition) ByLabel(name, label string) []LabelValue {
 
 // LabelValue is one group of ByLabel.
 type LabelValue struct {
-	Label string
-	Value float64
+	Label string  `json:"label"`
+	Value float64 `json:"value"`
 }
 
 func sameLabels(a, b map[string]string) bool {
