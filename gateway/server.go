@@ -23,6 +23,7 @@ import (
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/store"
 	"dpersona/gateway/ul"
+	"dpersona/internal/dicomstd"
 	"dpersona/internal/obs"
 )
 
@@ -523,6 +524,14 @@ func (x *session) run(cs *connState) error {
 func (x *session) respond(pcID byte, rq *dimse.Command, field uint16, status dimse.Status, comment string) error {
 	rsp := &dimse.Command{CommandField: field, MessageIDBeingRespondedTo: rq.MessageID, AffectedSOPClassUID: rq.AffectedSOPClassUID,
 		AffectedSOPInstanceUID: rq.AffectedSOPInstanceUID, CommandDataSetType: dimse.NoDataSet, Status: status}
+	// The UIDs are echoed only when they are UIDs (both are optional in a response, PS3.7 9.3.1.2):
+	// a 255-character value cannot be encoded as UI, and a name is not ours to send back.
+	if !dicomstd.ValidUID(rsp.AffectedSOPClassUID) {
+		rsp.AffectedSOPClassUID = ""
+	}
+	if !dicomstd.ValidUID(rsp.AffectedSOPInstanceUID) {
+		rsp.AffectedSOPInstanceUID = ""
+	}
 	if status != dimse.StatusSuccess {
 		rsp.ErrorComment = comment
 	}
@@ -545,8 +554,16 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 		}
 		x.failed++
 		x.s.failed.Add(1)
-		log.Warn("instance refused", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "status", fmt.Sprintf("0x%04x", status), "reason", comment)
+		log.Warn("instance refused", "calling_ae", x.assoc.CallingAE, "sop_instance", dicomstd.LoggableUID(cmd.AffectedSOPInstanceUID), "status", fmt.Sprintf("0x%04x", status), "reason", comment)
 		return x.respond(pcID, cmd, dimse.CStoreRSP, status, comment)
+	}
+	switch {
+	case !dicomstd.ValidUID(cmd.AffectedSOPInstanceUID):
+		obs.RejectionsTotal.With(obs.RejectInstanceInvalid).Inc()
+		return reject(dimse.StatusCannotUnderstand, "Affected SOP Instance UID is not a valid UID (PS3.5 9.1)")
+	case !dicomstd.ValidUID(cmd.AffectedSOPClassUID):
+		obs.RejectionsTotal.With(obs.RejectInstanceInvalid).Inc()
+		return reject(dimse.StatusCannotUnderstand, "Affected SOP Class UID is not a valid UID (PS3.5 9.1)")
 	}
 	if pc.AbstractSyntax != cmd.AffectedSOPClassUID {
 		return reject(dimse.StatusSOPClassNotSupported, fmt.Sprintf("SOP class %s sent on a context for %s", cmd.AffectedSOPClassUID, pc.AbstractSyntax))
@@ -568,7 +585,7 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 	}
 	if _, err := io.Copy(pending, src); err != nil {
 		pending.Discard()
-		log.Warn("association dropped during a data set; partial instance discarded", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "err", err)
+		log.Warn("association dropped during a data set; partial instance discarded", "calling_ae", x.assoc.CallingAE, "sop_instance", dicomstd.LoggableUID(cmd.AffectedSOPInstanceUID), "err", err)
 		return err
 	}
 	if limited != nil && limited.N == 0 {
@@ -580,7 +597,7 @@ func (x *session) store(pcID byte, pc *ul.PresentationContext, cmd *dimse.Comman
 	if err != nil {
 		x.failed++
 		x.s.failed.Add(1)
-		log.Error("instance not stored", "calling_ae", x.assoc.CallingAE, "sop_instance", cmd.AffectedSOPInstanceUID, "err", err)
+		log.Error("instance not stored", "calling_ae", x.assoc.CallingAE, "sop_instance", dicomstd.LoggableUID(cmd.AffectedSOPInstanceUID), "err", err)
 		if store.IsDiskFull(err) {
 			obs.RejectionsTotal.With(obs.RejectDiskLow).Inc()
 		} else if errors.Is(err, store.ErrMismatch) || errors.Is(err, store.ErrCannotUnderstand) {

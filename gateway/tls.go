@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"dpersona/internal/dicomstd"
 )
 
-// ServerTLSConfig builds the TLS configuration of the DICOM TLS listener: TLS 1.2 or later with
-// the server certificate chain and key from PEM files. With clientCAFile set, every peer must
+// ServerTLSConfig builds the TLS configuration of the DICOM TLS listener: TLS 1.2 or later (on
+// 1.2 only the AEAD suites of dicomstd.TLSCipherSuites, BCP 195) with the server certificate
+// chain and key from PEM files. With clientCAFile set, every peer must
 // present a client certificate signed by one of the CAs in that PEM file (the handshake fails
 // otherwise); without it, any peer may connect and the AE allow-list is the only gate.
 func ServerTLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
@@ -20,7 +23,7 @@ func ServerTLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error
 	if err != nil {
 		return nil, fmt.Errorf("gateway: TLS certificate %s / key %s: %w", certFile, keyFile, err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	cfg := &tls.Config{MinVersion: dicomstd.TLSMinVersion, CipherSuites: dicomstd.TLSCipherSuites, Certificates: []tls.Certificate{cert}}
 	if clientCAFile != "" {
 		pool, err := LoadCertPool(clientCAFile)
 		if err != nil {

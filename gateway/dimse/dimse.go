@@ -198,8 +198,11 @@ func Decode(b []byte) (*Command, error) {
 				c.MoveOriginatorMessageID = x
 			}
 		case tagAffectedSOPClassUID, tagAffectedSOPInstanceUID:
-			if len(v) > 64 {
-				return nil, fmt.Errorf("%w: UID element (0000,%04x) is %d bytes (at most 64)", ErrMalformed, elem, len(v))
+			// Kept even when longer than a UID may be (64): the command is well-formed, only its
+			// value is wrong, which the service answers with a failure status rather than an
+			// A-ABORT of the whole association.
+			if len(v) > maxCommandElementValue {
+				return nil, fmt.Errorf("%w: UID element (0000,%04x) is %d bytes", ErrMalformed, elem, len(v))
 			}
 			s := strings.TrimRight(string(v), "\x00 ")
 			if elem == tagAffectedSOPClassUID {

@@ -48,7 +48,7 @@ type Options struct {
 // when empty); certFile and keyFile, when set, are the client certificate a server that verifies
 // clients asks for.
 func ClientTLSConfig(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	cfg := &tls.Config{MinVersion: dicomstd.TLSMinVersion, CipherSuites: dicomstd.TLSCipherSuites, ServerName: serverName}
 	if caFile != "" {
 		b, err := os.ReadFile(caFile)
 		if err != nil {

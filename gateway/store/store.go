@@ -302,8 +302,11 @@ func IsDiskFull(err error) bool {
 
 // Begin creates the temporary file and writes the Part-10 header for the announced instance.
 func (s *Store) Begin(in Incoming) (*Pending, error) {
-	if !dicomstd.SafePathUID(in.SOPInstanceUID) {
-		return nil, fmt.Errorf("%w: command's SOP instance UID %q is not a valid UID", ErrCannotUnderstand, in.SOPInstanceUID)
+	// The strict PS3.5 9.1 rule (no leading-zero components), not only path safety: an instance
+	// whose UIDs the standard forbids would be refused by every archive it is forwarded to. The
+	// value is not quoted when it is not UID-like: it may be a patient's name.
+	if !dicomstd.ValidUID(in.SOPInstanceUID) {
+		return nil, fmt.Errorf("%w: command's SOP instance UID %s is not a valid UID (PS3.5 9.1)", ErrCannotUnderstand, dicomstd.LoggableUID(in.SOPInstanceUID))
 	}
 	// A per-store sequence keeps names unique (incoming/ belongs to this process alone: it is
 	// emptied on start) and cheap to generate.
@@ -434,13 +437,13 @@ func (p *Pending) Commit() (StoredInstance, error) {
 	case inst.SOPInstanceUID == "":
 		return StoredInstance{}, fmt.Errorf("%w: instance %s: data set has no SOPInstanceUID (0008,0018)", ErrCannotUnderstand, p.in.SOPInstanceUID)
 	case inst.SOPInstanceUID != p.in.SOPInstanceUID:
-		return StoredInstance{}, fmt.Errorf("%w: SOPInstanceUID of the data set differs from the command's (%s, command %s)", ErrMismatch, inst.SOPInstanceUID, p.in.SOPInstanceUID)
+		return StoredInstance{}, fmt.Errorf("%w: SOPInstanceUID of the data set differs from the command's (%s, command %s)", ErrMismatch, dicomstd.LoggableUID(inst.SOPInstanceUID), p.in.SOPInstanceUID)
 	case inst.SOPClassUID != "" && inst.SOPClassUID != p.in.SOPClassUID:
-		return StoredInstance{}, fmt.Errorf("%w: SOPClassUID of the data set differs from the command's (%s, command %s, instance %s)", ErrMismatch, inst.SOPClassUID, p.in.SOPClassUID, inst.SOPInstanceUID)
-	case !dicomstd.SafePathUID(inst.StudyInstanceUID):
-		return StoredInstance{}, fmt.Errorf("%w: instance %s: StudyInstanceUID (0020,000D) %q is missing or invalid", ErrCannotUnderstand, inst.SOPInstanceUID, inst.StudyInstanceUID)
-	case !dicomstd.SafePathUID(inst.SeriesInstanceUID):
-		return StoredInstance{}, fmt.Errorf("%w: instance %s: SeriesInstanceUID (0020,000E) %q is missing or invalid", ErrCannotUnderstand, inst.SOPInstanceUID, inst.SeriesInstanceUID)
+		return StoredInstance{}, fmt.Errorf("%w: SOPClassUID of the data set differs from the command's (%s, command %s, instance %s)", ErrMismatch, dicomstd.LoggableUID(inst.SOPClassUID), p.in.SOPClassUID, inst.SOPInstanceUID)
+	case !dicomstd.ValidUID(inst.StudyInstanceUID):
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: StudyInstanceUID (0020,000D) %s is missing or not a valid UID (PS3.5 9.1)", ErrCannotUnderstand, inst.SOPInstanceUID, dicomstd.LoggableUID(inst.StudyInstanceUID))
+	case !dicomstd.ValidUID(inst.SeriesInstanceUID):
+		return StoredInstance{}, fmt.Errorf("%w: instance %s: SeriesInstanceUID (0020,000E) %s is missing or not a valid UID (PS3.5 9.1)", ErrCannotUnderstand, inst.SOPInstanceUID, dicomstd.LoggableUID(inst.SeriesInstanceUID))
 	}
 	if !p.s.noSync {
 		if err := p.f.Sync(); err != nil {

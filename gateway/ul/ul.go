@@ -43,7 +43,7 @@ func DefaultConfig() Config {
 		MaxSendPDULength: 1 << 20,
 		ARTIM:            30 * time.Second,
 		ReadTimeout:      60 * time.Second,
-		IdleTimeout:      5 * time.Minute,
+		IdleTimeout:      time.Minute, // an idle peer gives its association slot back after this
 		WriteTimeout:     60 * time.Second,
 		MaxCommandLength: 64 * 1024,
 	}
@@ -213,6 +213,10 @@ func Accept(conn net.Conn, cfg Config, decide Negotiator) (*Association, *pdu.As
 		a.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParameterValue)
 		return nil, nil, fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
+	if err := checkContextIDs(rq.PresentationContexts); err != nil {
+		a.Abort(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParameterValue)
+		return nil, rq, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
 	a.CallingAE, a.CalledAE = rq.CallingAE, rq.CalledAE
 	a.PeerMaxPDULength = rq.UserInfo.MaxPDULength
 	a.PeerImplementationClassUID = rq.UserInfo.ImplementationClassUID
@@ -257,6 +261,23 @@ func Accept(conn net.Conn, cfg Config, decide Negotiator) (*Association, *pdu.As
 		return nil, rq, fmt.Errorf("sending A-ASSOCIATE-AC: %w", err)
 	}
 	return a, rq, nil
+}
+
+// checkContextIDs enforces PS3.8 9.3.2.2: presentation context IDs are odd integers 1-255,
+// unique within the A-ASSOCIATE-RQ. (Answers are matched to proposals by ID, so an even or a
+// repeated ID would make the negotiation ambiguous.)
+func checkContextIDs(pcs []pdu.PresentationContextRQ) error {
+	var seen [256]bool
+	for _, pc := range pcs {
+		if pc.ID%2 == 0 {
+			return fmt.Errorf("presentation context ID %d is even (PS3.8 9.3.2.2: odd, 1-255)", pc.ID)
+		}
+		if seen[pc.ID] {
+			return fmt.Errorf("presentation context ID %d proposed twice (PS3.8 9.3.2.2: unique)", pc.ID)
+		}
+		seen[pc.ID] = true
+	}
+	return nil
 }
 
 // Request runs the requestor side on a fresh connection: sends rq (user info defaults filled in)

@@ -76,6 +76,16 @@ func SafePathUID(s string) bool {
 	return !prevDot
 }
 
+// LoggableUID returns s when it can only be a UID-like value (digits and dots, at most 64
+// characters: SafePathUID), and otherwise a description without its content: a UID field can
+// hold anything a sender put there, a patient's name included, and logs must never carry that.
+func LoggableUID(s string) string {
+	if SafePathUID(s) {
+		return s
+	}
+	return fmt.Sprintf("<not a UID: %d bytes>", len(s))
+}
+
 // NewUID returns a new globally unique UID of the form 2.25.<random 128-bit UUID in decimal>
 // (PS3.5 B.2): at most 44 characters, no leading zeros, so ValidUID holds for it.
 func NewUID() string {
