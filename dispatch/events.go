@@ -27,7 +27,7 @@ func FromCompletedStudy(cs assembly.CompletedStudy) StudyComplete {
 	for _, se := range cs.Series {
 		ref := SeriesRef{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality}
 		for _, in := range se.Instances {
-			ref.Instances = append(ref.Instances, InstanceRef{SOPInstanceUID: in.SOPInstanceUID, SOPClassUID: in.SOPClassUID, Path: in.Path, Size: in.Size})
+			ref.Instances = append(ref.Instances, InstanceRef{SOPInstanceUID: in.SOPInstanceUID, SOPClassUID: in.SOPClassUID, Path: in.Path, Size: in.Size, Frames: in.Frames})
 		}
 		ev.Series = append(ev.Series, ref)
 	}
@@ -60,6 +60,17 @@ type InstanceRef struct {
 	Path           string `json:"path"` // relative to the data directory, slash-separated
 	Size           int64  `json:"size"`
 	Object         string `json:"object,omitempty"` // name in the instances object store, if uploaded
+	Frames         int    `json:"frames,omitempty"` // NumberOfFrames of a multi-frame instance (0 or absent: 1)
+}
+
+// Images is the number of images of a series: its instances, a multi-frame one counting each of
+// its frames (a whole enhanced CT volume is one instance).
+func (s SeriesRef) Images() int {
+	n := 0
+	for _, in := range s.Instances {
+		n += max(in.Frames, 1)
+	}
+	return n
 }
 
 // InstanceCount is the number of instances over all series.

@@ -494,7 +494,7 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 		next.State = deriveState(next)
 		if len(results) == 0 {
 			next.State = StateDone
-			next.Reason = fmt.Sprintf("no route matches this study (called AE %s, modalities %s)", ev.CalledAE, modalities(ev))
+			next.Reason = fmt.Sprintf("no route matches this study (called AE %s, modalities %s): %s", ev.CalledAE, modalities(ev), w.opt.Routing.explainStudy(ev))
 		}
 		if next.State == StateDone && next.DoneAt == nil {
 			next.DoneAt = &now

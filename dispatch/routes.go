@@ -55,7 +55,7 @@ type Route struct {
 	CallingAE    string   `json:"calling_ae,omitempty"` // the AE title that sent it
 	Modality     string   `json:"modality,omitempty"`   // e.g. CT
 	SOPClassUID  string   `json:"sop_class_uid,omitempty"`
-	MinInstances int      `json:"min_instances,omitempty"` // series rule: at least this many instances
+	MinInstances int      `json:"min_instances,omitempty"` // series rule: at least this many images (a multi-frame instance counts its frames)
 	MaxInstances int      `json:"max_instances,omitempty"` // series rule: at most this many (0 = no limit)
 	Model        string   `json:"model"`                   // model bundle directory
 	Outputs      []string `json:"outputs"`                 // raters, samples, probability
@@ -211,33 +211,69 @@ func (r Routing) Destination(name string) (Destination, bool) {
 func (r Routing) Match(ev StudyComplete, se SeriesRef) []Route {
 	var out []Route
 	for _, rt := range r.Routes {
-		if rt.CalledAE != "" && !strings.EqualFold(strings.TrimSpace(rt.CalledAE), strings.TrimSpace(ev.CalledAE)) {
-			continue
+		if rt.mismatch(ev, se) == "" {
+			out = append(out, rt)
 		}
-		if rt.CallingAE != "" && !strings.EqualFold(strings.TrimSpace(rt.CallingAE), strings.TrimSpace(ev.CallingAE)) {
-			continue
-		}
-		if rt.Modality != "" && !strings.EqualFold(rt.Modality, se.Modality) {
-			continue
-		}
-		if rt.SOPClassUID != "" {
-			same := len(se.Instances) > 0
-			for _, in := range se.Instances {
-				if in.SOPClassUID != rt.SOPClassUID {
-					same = false
-					break
-				}
-			}
-			if !same {
-				continue
-			}
-		}
-		if len(se.Instances) < rt.MinInstances || (rt.MaxInstances > 0 && len(se.Instances) > rt.MaxInstances) {
-			continue
-		}
-		out = append(out, rt)
 	}
 	return out
+}
+
+// Explain says, for a series no route matches, what each route missed (for the study's reason).
+func (r Routing) Explain(ev StudyComplete, se SeriesRef) string {
+	if len(r.Routes) == 0 {
+		return "no routes configured"
+	}
+	var why []string
+	for _, rt := range r.Routes {
+		if m := rt.mismatch(ev, se); m != "" {
+			why = append(why, fmt.Sprintf("route %s: %s", rt.Name, m))
+		}
+	}
+	return strings.Join(why, "; ")
+}
+
+// explainStudy is Explain for every series of a study, each named by its number in the study
+// (UIDs would make the reason unreadable).
+func (r Routing) explainStudy(ev StudyComplete) string {
+	var parts []string
+	for i, se := range ev.Series {
+		parts = append(parts, fmt.Sprintf("series %d (%s): %s", i+1, se.Modality, r.Explain(ev, se)))
+	}
+	return strings.Join(parts, " | ")
+}
+
+// mismatch is the first criterion of rt that the series fails, "" when it matches.
+func (rt Route) mismatch(ev StudyComplete, se SeriesRef) string {
+	if rt.CalledAE != "" && !strings.EqualFold(strings.TrimSpace(rt.CalledAE), strings.TrimSpace(ev.CalledAE)) {
+		return fmt.Sprintf("called AE %s, not %s", ev.CalledAE, rt.CalledAE)
+	}
+	if rt.CallingAE != "" && !strings.EqualFold(strings.TrimSpace(rt.CallingAE), strings.TrimSpace(ev.CallingAE)) {
+		return fmt.Sprintf("calling AE %s, not %s", ev.CallingAE, rt.CallingAE)
+	}
+	if rt.Modality != "" && !strings.EqualFold(rt.Modality, se.Modality) {
+		return fmt.Sprintf("modality %s, not %s", se.Modality, rt.Modality)
+	}
+	if rt.SOPClassUID != "" {
+		same := len(se.Instances) > 0
+		for _, in := range se.Instances {
+			if in.SOPClassUID != rt.SOPClassUID {
+				same = false
+				break
+			}
+		}
+		if !same {
+			return fmt.Sprintf("not all instances are of SOP class %s", rt.SOPClassUID)
+		}
+	}
+	// Images, not instances: a multi-frame instance counts each of its frames.
+	images := se.Images()
+	if images < rt.MinInstances {
+		return fmt.Sprintf("needs at least %d images, the series has %d image(s) in %d instance(s)", rt.MinInstances, images, len(se.Instances))
+	}
+	if rt.MaxInstances > 0 && images > rt.MaxInstances {
+		return fmt.Sprintf("takes at most %d images, the series has %d", rt.MaxInstances, images)
+	}
+	return ""
 }
 
 // ParseForwardTo turns --forward-to AET@HOST:PORT into a C-STORE destination named "forward".

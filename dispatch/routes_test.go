@@ -207,3 +207,22 @@ func TestStudyStateShownOverTheGateway(t *testing.T) {
 		}
 	}
 }
+
+// min_instances counts images: a single multi-frame instance (an enhanced CT) with enough frames
+// matches, and when nothing matches, Explain says which criterion each route missed.
+func TestMinInstancesCountsFrames(t *testing.T) {
+	r := Routing{Routes: []Route{{Name: "lung-ct", Modality: "CT", MinInstances: 2, Model: "default", Outputs: []string{OutputRaters}}}}
+	ev := StudyComplete{CalledAE: "DPERSONA"}
+	enhanced := SeriesRef{SeriesInstanceUID: "1.2.3", Modality: "CT", Instances: []InstanceRef{{SOPInstanceUID: "1.2.3.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2.1", Frames: 120}}}
+	if got := r.Match(ev, enhanced); len(got) != 1 {
+		t.Fatalf("one enhanced CT instance with 120 frames: %d routes match, want 1", len(got))
+	}
+	single := SeriesRef{SeriesInstanceUID: "1.2.4", Modality: "CT", Instances: []InstanceRef{{SOPInstanceUID: "1.2.4.1", SOPClassUID: "1.2.840.10008.5.1.4.1.1.2"}}}
+	if got := r.Match(ev, single); len(got) != 0 {
+		t.Fatalf("one single-frame CT matched a route that needs 2 images")
+	}
+	why := r.Explain(ev, single)
+	if !strings.Contains(why, "lung-ct") || !strings.Contains(why, "at least 2") || !strings.Contains(why, "1 image") {
+		t.Fatalf("explanation %q does not say which route needs how many images", why)
+	}
+}

@@ -60,6 +60,7 @@ type StoredInstance struct {
 	SOPInstanceUID, SOPClassUID string
 	Path                        string // absolute
 	Size                        int64
+	Frames                      int // NumberOfFrames (1 for a single-frame instance)
 }
 
 // InstanceSetKey identifies the instance set of a study: sha256 over the called AE, the study UID
@@ -320,7 +321,7 @@ func (a *Assembler) addLocked(st *study, inst store.StoredInstance) (duplicate b
 	if se.modality == "" {
 		se.modality = inst.Modality
 	}
-	se.instances[inst.SOPInstanceUID] = StoredInstance{SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID, Path: inst.Path, Size: inst.Size}
+	se.instances[inst.SOPInstanceUID] = StoredInstance{SOPInstanceUID: inst.SOPInstanceUID, SOPClassUID: inst.SOPClassUID, Path: inst.Path, Size: inst.Size, Frames: inst.Frames}
 	st.bySOP[inst.SOPInstanceUID] = inst.SeriesInstanceUID
 	if !duplicate {
 		st.setKey = ""

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"dpersona/internal/dicomstd"
@@ -32,6 +33,7 @@ const (
 	TagSOPClassUID       Tag = 0x00080016
 	TagSOPInstanceUID    Tag = 0x00080018
 	TagModality          Tag = 0x00080060
+	TagNumberOfFrames    Tag = 0x00280008
 	TagStudyInstanceUID  Tag = 0x0020000D
 	TagSeriesInstanceUID Tag = 0x0020000E
 
@@ -329,17 +331,23 @@ func (s *scanner) skipItem(explicit bool, depth int) error {
 // Instance identifies one received or stored instance.
 type Instance struct {
 	SOPClassUID, SOPInstanceUID, StudyInstanceUID, SeriesInstanceUID, Modality string
+	// Frames is NumberOfFrames (0028,0008): the images of a multi-frame instance; 1 when absent.
+	Frames int
 }
 
 // ScanInstance reads the identifying attributes of a data set.
 func ScanInstance(r *bufio.Reader, ts string) (Instance, error) {
-	v, err := Scan(r, ts, TagSOPClassUID, TagSOPInstanceUID, TagModality, TagStudyInstanceUID, TagSeriesInstanceUID)
+	v, err := Scan(r, ts, TagSOPClassUID, TagSOPInstanceUID, TagModality, TagStudyInstanceUID, TagSeriesInstanceUID, TagNumberOfFrames)
 	inst := Instance{
 		SOPClassUID:       v[TagSOPClassUID],
 		SOPInstanceUID:    v[TagSOPInstanceUID],
 		StudyInstanceUID:  v[TagStudyInstanceUID],
 		SeriesInstanceUID: v[TagSeriesInstanceUID],
 		Modality:          v[TagModality],
+		Frames:            1,
+	}
+	if n, perr := strconv.Atoi(strings.TrimSpace(v[TagNumberOfFrames])); perr == nil && n > 1 {
+		inst.Frames = n
 	}
 	return inst, err
 }

@@ -57,3 +57,22 @@ func TestEncodeMetaRoundTrip(t *testing.T) {
 		t.Fatalf("round trip: got %+v at %d, want %+v at %d", got, off, m, len(b))
 	}
 }
+
+// NumberOfFrames is read with the identity, so that routing can count the images of a
+// multi-frame instance (an enhanced CT is one instance with hundreds of frames); 1 when absent.
+func TestScanInstanceFrames(t *testing.T) {
+	for file, want := range map[string]int{
+		testutil.Testdata("dicom", "seg-highdicom", "seg_image_ct_binary_overlap.dcm"): 8,
+		testutil.Testdata("dicom", "seg-highdicom", "seg_image_ct_binary.dcm"):         3,
+		testutil.Testdata("dicom", "ct2-pydicom", "17106"):                             1,
+	} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, inst, _, err := ReadFileHeader(bytes.NewReader(b))
+		if err != nil || inst.Frames != want {
+			t.Errorf("%s: %d frames (%v), want %d", filepath.Base(file), inst.Frames, err, want)
+		}
+	}
+}

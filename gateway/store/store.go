@@ -230,6 +230,7 @@ type StoredInstance struct {
 	TransferSyntaxUID           string
 	Path                        string // absolute
 	Size                        int64
+	Frames                      int // NumberOfFrames, 1 for a single-frame instance
 }
 
 // Pending is an instance being written. Write the data set to it, then Commit or Discard.
@@ -474,6 +475,7 @@ func (p *Pending) Commit() (StoredInstance, error) {
 		TransferSyntaxUID: p.in.TransferSyntaxUID,
 		Path:              final,
 		Size:              off + p.size,
+		Frames:            inst.Frames,
 	}, nil
 }
 
@@ -563,6 +565,7 @@ func ReadInstance(path string) (StoredInstance, error) {
 		TransferSyntaxUID: meta.TransferSyntaxUID,
 		Path:              path,
 		Size:              st.Size(),
+		Frames:            inst.Frames,
 	}, nil
 }
 
