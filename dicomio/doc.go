@@ -1,7 +1,10 @@
 // Package dicomio turns a received DICOM series into model input and model output back into
 // DICOM-SEG. It knows no network. Parsing uses github.com/suyashkumar/dicom v1.1.0; writing,
-// element order, the file meta group and 1-bit packing are done here (the library gets those
-// wrong, see ../shared/docs/dicom-notes.md).
+// element order, the file meta group and 1-bit packing are done here, because v1.1.0 gets them
+// wrong: it writes elements unsorted (dcmtk and dciodvfy reject such files), leaves out
+// FileMetaInformationVersion (0002,0001) and ImplementationClassUID (0002,0012), and unpacks 1-bit
+// pixel data MSB-first where PS3.5 8.1.1 packs LSB-first. The SEG tests check what this package
+// writes with dciodvfy and pydicom and its bit packing against highdicom's files.
 //
 // # Series -> volume
 //

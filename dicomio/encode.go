@@ -15,8 +15,8 @@ import (
 
 // A small explicit-VR-little-endian encoder. We write derived objects ourselves rather than
 // through github.com/suyashkumar/dicom v1.1.0 because that version neither sorts elements nor
-// writes a complete file meta group (see ../shared/docs/dicom-notes.md); owning the encoder keeps
-// element order, lengths, padding and the meta group under test.
+// writes a complete file meta group (see the package doc); owning the encoder keeps element
+// order, lengths, padding and the meta group (dicomstd.EncodeFileMeta) under test.
 
 // element is one data element; exactly one of the value fields is used, chosen by vr.
 type element struct {

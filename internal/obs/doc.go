@@ -3,20 +3,20 @@
 // the standard library only and imports no other package of the project, so every package may use
 // it.
 //
-// # Wiring (cmd/dpersona/serve.go)
+// # Wiring (cmd/dpersona/serve.go; the package Example runs it)
 //
-//	logger := obs.NewLogger(os.Stderr, level)        // JSON lines, redacting, correlation ids
+//	logger := obs.NewLogger(os.Stderr, level) // JSON lines, redacting, correlation ids
 //	slog.SetDefault(logger)
 //	obs.SetBuildInfo(version)
 //	obs.WatchDiskFree(dataDir)
-//	obs.QueueDepth.Set(func() float64 { return float64(bus.Pending("study_complete")) }, "study_complete")
+//	obs.QueueDepth.Set(func() float64 { return float64(depth("study_complete")) }, "study_complete")
 //
 //	mux := http.NewServeMux()
-//	obs.Mount(mux,                                     // /healthz, /readyz, /metrics
+//	mux.Handle("/api/", obs.RequireBearer(apiToken, apiMux)) // token "" = open
+//	obs.Mount(mux, // /healthz, /readyz, /metrics
 //		obs.DiskCheck(dataDir, watermarkBytes),
-//		obs.Check{Name: "nats", Func: bus.Ping},
-//		obs.Check{Name: "model", Func: engine.Ready})
-//	mux.Handle("/api/", obs.RequireBearer(apiToken, apiHandler)) // token "" = open
+//		obs.Check{Name: "nats", Func: natsReachable}, // func(context.Context) error
+//		obs.Check{Name: "model", Func: modelLoaded})
 //
 // # Metrics (all in obs.Default, served by Default.Handler)
 //
