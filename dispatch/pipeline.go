@@ -39,7 +39,7 @@ func (p PipelineProcessor) Process(ctx context.Context, job Job) ([]SEG, error) 
 	}
 	segs := make([]SEG, 0, len(res.SEGs))
 	for _, s := range res.SEGs {
-		segs = append(segs, SEG{Output: string(s.Output), SOPInstanceUID: s.SOPInstanceUID,
+		segs = append(segs, SEG{Output: string(s.Output), SOPInstanceUID: s.SOPInstanceUID, SOPClassUID: s.SOPClassUID,
 			Segments: s.Segments, Frames: s.Frames, Data: s.Data})
 	}
 	return segs, nil

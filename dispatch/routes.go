@@ -11,16 +11,19 @@ import (
 	"time"
 
 	"dpersona/internal/dicomstd"
+	"dpersona/pipeline"
 )
 
-// Outputs a route can ask for: one SEG object each.
+// Outputs a route can ask for: one object each (pipeline.AllOutputs lists them all and
+// pipeline.CheckOutputs is the one check).
 const (
-	OutputRaters      = "raters"      // one segment per rater-specific mask
-	OutputSamples     = "samples"     // one segment per diversified sample
-	OutputProbability = "probability" // fractional SEG: mean probability
+	OutputRaters      = string(pipeline.OutputRaters)      // BINARY SEG, a segment per rater style
+	OutputSamples     = string(pipeline.OutputSamples)     // BINARY SEG, a segment per plausible outline
+	OutputConsensus   = string(pipeline.OutputConsensus)   // BINARY SEG, mean probability above the threshold
+	OutputBands       = string(pipeline.OutputBands)       // BINARY SEG, probability bands
+	OutputProbability = string(pipeline.OutputProbability) // FRACTIONAL SEG (opt-in: few viewers show it)
+	OutputRTStruct    = string(pipeline.OutputRTStruct)    // RT Structure Set for planning systems
 )
-
-var knownOutputs = map[string]bool{OutputRaters: true, OutputSamples: true, OutputProbability: true}
 
 // Destination kinds.
 const (
@@ -58,7 +61,7 @@ type Route struct {
 	MinInstances int      `json:"min_instances,omitempty"` // series rule: at least this many images (a multi-frame instance counts its frames)
 	MaxInstances int      `json:"max_instances,omitempty"` // series rule: at most this many (0 = no limit)
 	Model        string   `json:"model"`                   // model bundle directory
-	Outputs      []string `json:"outputs"`                 // raters, samples, probability
+	Outputs      []string `json:"outputs"`                 // raters, samples, consensus, bands, probability, rtstruct
 	Destinations []string `json:"destinations"`            // destination names; none = keep results in the bus only
 }
 
@@ -178,11 +181,11 @@ func (r Routing) Validate() error {
 			return fmt.Errorf("%s: model is empty", where)
 		}
 		if len(rt.Outputs) == 0 {
-			return fmt.Errorf("%s: no outputs (want some of raters, samples, probability)", where)
+			return fmt.Errorf("%s: no outputs (want some of raters, samples, consensus, bands, probability, rtstruct)", where)
 		}
 		for _, o := range rt.Outputs {
-			if !knownOutputs[o] {
-				return fmt.Errorf("%s: unknown output %q (want raters, samples or probability)", where, o)
+			if err := pipeline.CheckOutputs([]pipeline.Output{pipeline.Output(o)}); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
 			}
 		}
 		for _, d := range rt.Destinations {
@@ -286,11 +289,11 @@ func ParseForwardTo(s string) (Destination, error) {
 }
 
 // DefaultRouting is what serve runs without a routes section: every CT series goes through the
-// default model and its three SEG objects (raters, samples, probability) go to the given
-// destinations (e.g. the one from --forward-to).
+// default model and its three BINARY SEG objects (raters, samples, consensus: every viewer shows
+// them) go to the given destinations (e.g. the one from --forward-to).
 func DefaultRouting(model string, dests ...Destination) Routing {
 	r := Routing{Destinations: dests}
-	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model, Outputs: []string{OutputRaters, OutputSamples, OutputProbability}}
+	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model, Outputs: []string{OutputRaters, OutputSamples, OutputConsensus}}
 	for _, d := range dests {
 		rt.Destinations = append(rt.Destinations, d.Name)
 	}

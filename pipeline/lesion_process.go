@@ -123,14 +123,15 @@ func (p *Processor) processLesions(ctx context.Context, req Request, r lesionRun
 			res.Consensus[i] = make([]float32, series.Rows*series.Cols)
 		}
 	}
-	for i, o := range r.outputs {
-		desc, masks := p.describeFindings(m, o, series, findings, r.samples, r.threshold, i)
-		data, info, err := dicomio.EncodeSEG(series, desc, masks)
-		if err != nil {
-			return fail(StageEncode, series.SeriesInstanceUID, fmt.Errorf("%s SEG: %w", o, err))
-		}
-		res.SEGs = append(res.SEGs, SEG{Output: o, Data: data, SOPInstanceUID: info.SOPInstanceUID,
-			SeriesInstanceUID: info.SeriesInstanceUID, Segments: len(desc.Segments), Frames: info.Frames})
+	maps := make([]findingMaps, len(findings))
+	for i := range findings {
+		maps[i] = lesionMaps(&res.Findings[i], series.Rows, series.Cols, r.threshold)
+	}
+	job := encodeJob{manifest: m, series: series, samples: r.samples, threshold: r.threshold, enc: req.Encoding,
+		lung: series.Modality == "CT" && r.plan.Spec.Tiling.ROI == dicomio.ROILung}
+	var err error
+	if res.SEGs, err = p.encodeOutputs(job, maps, r.outputs); err != nil {
+		return fail(StageEncode, series.SeriesInstanceUID, err)
 	}
 	end := time.Now()
 	res.Timings.Load, res.Timings.Infer, res.Timings.Encode, res.Timings.Total = loaded.Sub(r.start), inferred.Sub(loaded), end.Sub(inferred), end.Sub(r.start)
@@ -141,78 +142,4 @@ func (p *Processor) processLesions(ctx context.Context, req Request, r lesionRun
 			"segs", len(res.SEGs), "ms", res.Timings.Total.Milliseconds())
 	}
 	return res, nil
-}
-
-// describeFindings builds one SEG's description and masks [segment][slice] holding the segments
-// of every finding: per finding one segment per rater head (raters), per sample (samples) or the
-// consensus probability (probability). Every segment of a lesion carries its tracking
-// identifiers, so a viewer links it to the measurement; lesion segments are SEMIAUTOMATIC (a
-// person chose the lesion).
-func (p *Processor) describeFindings(m *inference.Manifest, o Output, series *dicomio.Series, findings []Finding, samples int, thr float64, index int) (dicomio.SEGDescription, [][][]uint8) {
-	family, ok := dicomio.AlgorithmFamily(m.Algorithm.Family)
-	if !ok {
-		family = dicomio.AlgorithmFamilyAI
-	}
-	desc := dicomio.SEGDescription{Type: dicomio.Binary, SeriesNumber: 9000 + index,
-		Equipment: dicomio.Equipment{Manufacturer: "dpersona", ManufacturerModelName: "dpersona",
-			DeviceSerialNumber: truncate(p.DeviceSerialNumber, 64), SoftwareVersions: truncate(p.SoftwareVersion, 64)}}
-	n := len(series.Slices)
-	var masks [][][]uint8
-	add := func(f Finding, label, description string, which func(FindingSlice) []float32, encode func([]float32) []uint8) {
-		alg := dicomio.Algorithm{Type: dicomio.SemiAutomatic, Name: m.Algorithm.Name, Version: m.Algorithm.Version, Family: family}
-		if f.Screening {
-			alg.Type = dicomio.Automatic
-		}
-		desc.Segments = append(desc.Segments, dicomio.SegmentDescription{
-			Label: truncate(label, 64), Description: description,
-			Category: dicomio.Code(m.Segment.Category), Type: dicomio.Code(m.Segment.Type),
-			Algorithm: alg, TrackingID: f.TrackingID, TrackingUID: f.TrackingUID,
-		})
-		ms := make([][]uint8, n)
-		for _, fs := range f.Slices {
-			ms[fs.Slice] = encode(f.Map(fs.Slice, series.Rows, series.Cols, which))
-		}
-		masks = append(masks, ms)
-	}
-	binary := func(v []float32) []uint8 { return inference.Threshold(v, thr) }
-	what := fmt.Sprintf("%d lesion(s) marked in the study", len(findings))
-	switch o {
-	case OutputRaters:
-		desc.SeriesDescription = truncate(m.Algorithm.Name+" raters (lesions)", 64)
-		desc.ContentLabel = "RATERS"
-		desc.ContentDescription = truncate(fmt.Sprintf("%s: one segment per rater head for %s", m.Segment.Label, what), 64)
-		for _, f := range findings {
-			for r, rater := range m.Raters {
-				name := rater.DisplayName
-				if name == "" {
-					name = rater.Name
-				}
-				r := r
-				add(f, f.Label+" - "+name, "personalised prediction of "+rater.Name+" for the marked lesion",
-					func(fs FindingSlice) []float32 { return fs.Raters[r] }, binary)
-			}
-		}
-	case OutputSamples:
-		desc.SeriesDescription = truncate(m.Algorithm.Name+" samples (lesions)", 64)
-		desc.ContentLabel = "SAMPLES"
-		desc.ContentDescription = truncate(fmt.Sprintf("%s: %d diversified samples for %s", m.Segment.Label, samples, what), 64)
-		for _, f := range findings {
-			for j := 0; j < samples; j++ {
-				j := j
-				add(f, fmt.Sprintf("%s - sample %d", f.Label, j+1), "diversified stage-I sample for the marked lesion",
-					func(fs FindingSlice) []float32 { return fs.Samples[j] }, binary)
-			}
-		}
-	case OutputProbability:
-		desc.Type = dicomio.Fractional
-		desc.MaxFractionalValue = 255
-		desc.SeriesDescription = truncate(m.Algorithm.Name+" consensus probability (lesions)", 64)
-		desc.ContentLabel = "CONSENSUS"
-		desc.ContentDescription = truncate(fmt.Sprintf("%s: mean of %d sample probabilities, %s", m.Segment.Label, samples, what), 64)
-		for _, f := range findings {
-			add(f, f.Label+" - consensus probability", "soft consensus of the marked lesion: mean of the stage-I sample probabilities",
-				func(fs FindingSlice) []float32 { return fs.Mean }, func(v []float32) []uint8 { return dicomio.QuantizeFraction(v, 255) })
-		}
-	}
-	return desc, masks
 }

@@ -106,11 +106,18 @@ func TestProcessLesions(t *testing.T) {
 				}
 			}
 		}
+		if seg.Output == OutputRTStruct {
+			// Both lesions' rater styles and consensus as ROIs (rtstruct_test.go checks the contours).
+			if seg.SOPClassUID != dicomio.RTStructureSetStorage || seg.Segments != 2*(len(m.Raters)+1) {
+				t.Errorf("rtstruct: class %s with %d ROIs, want %d", seg.SOPClassUID, seg.Segments, 2*(len(m.Raters)+1))
+			}
+			continue
+		}
 		back, err := dicomio.ReadSEG(path)
 		if err != nil {
 			t.Fatalf("%s: %v", seg.Output, err)
 		}
-		per := map[Output]int{OutputRaters: len(m.Raters), OutputSamples: res.Samples, OutputProbability: 1}[seg.Output]
+		per := map[Output]int{OutputRaters: len(m.Raters), OutputSamples: res.Samples, OutputConsensus: 1, OutputProbability: 1}[seg.Output]
 		if len(back.Segments) != 2*per {
 			t.Fatalf("%s: %d segments, want %d", seg.Output, len(back.Segments), 2*per)
 		}

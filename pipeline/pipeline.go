@@ -26,18 +26,6 @@ import (
 	"dpersona/inference"
 )
 
-// Output names one SEG object a request can ask for.
-type Output string
-
-const (
-	OutputRaters      Output = "raters"
-	OutputSamples     Output = "samples"
-	OutputProbability Output = "probability"
-)
-
-// AllOutputs is what a request without Outputs gets.
-var AllOutputs = []Output{OutputRaters, OutputSamples, OutputProbability}
-
 // Request is one series to process.
 type Request struct {
 	// SeriesFiles are the Part-10 files of one series.
@@ -46,8 +34,11 @@ type Request struct {
 	StudyInstanceUID string
 	// Model names the bundle (manifest name); empty = the processor's default model.
 	Model string
-	// Outputs to produce; empty = AllOutputs.
+	// Outputs to produce; empty = DefaultOutputs (LesionDefaultOutputs in lesion mode).
 	Outputs []Output
+	// Encoding tunes the objects: probability bands, compact samples, RT interpreted type, and
+	// the version this result is among those of the same series, output and model.
+	Encoding Encoding
 	// Seed for the study noise: the same study, model and seed give the same masks.
 	Seed int64
 	// Samples (S), BankSize (K) and Threshold override the manifest defaults when non-zero.
@@ -65,11 +56,13 @@ type Request struct {
 	Lesion LesionOptions
 }
 
-// SEG is one encoded segmentation object.
+// SEG is one encoded output object: a Segmentation, or for OutputRTStruct an RT Structure Set
+// (then Segments counts its ROIs and Frames its contours).
 type SEG struct {
 	Output            Output
 	Data              []byte // Part-10 file
 	SOPInstanceUID    string
+	SOPClassUID       string
 	SeriesInstanceUID string
 	Segments          int
 	Frames            int
@@ -227,12 +220,13 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 	m := &engine.Bundle().Manifest
 	outputs := req.Outputs
 	if len(outputs) == 0 {
-		outputs = AllOutputs
-	}
-	for _, o := range outputs {
-		if o != OutputRaters && o != OutputSamples && o != OutputProbability {
-			return fail(StageModel, "", fmt.Errorf("unknown output %q (raters, samples or probability)", o))
+		outputs = DefaultOutputs
+		if req.lesionMode() {
+			outputs = LesionDefaultOutputs
 		}
+	}
+	if err := CheckOutputs(outputs); err != nil {
+		return fail(StageModel, "", err)
 	}
 	S, K, thr := m.Defaults.Samples, m.Defaults.BankSize, m.Defaults.Threshold
 	if req.Samples > 0 {
@@ -343,14 +337,12 @@ feed:
 		res.Consensus = append(res.Consensus, o.consensus)
 		res.Uncertainty = append(res.Uncertainty, o.uncert)
 	}
-	for i, o := range outputs {
-		desc, masks := p.describe(m, o, outs, S, i)
-		data, info, err := dicomio.EncodeSEG(series, desc, masks)
-		if err != nil {
-			return fail(StageEncode, series.SeriesInstanceUID, fmt.Errorf("%s SEG: %w", o, err))
-		}
-		res.SEGs = append(res.SEGs, SEG{Output: o, Data: data, SOPInstanceUID: info.SOPInstanceUID,
-			SeriesInstanceUID: info.SeriesInstanceUID, Segments: len(desc.Segments), Frames: info.Frames})
+	screening := &Finding{Label: m.Segment.Label, Screening: true}
+	res.Findings = []Finding{*screening}
+	job := encodeJob{manifest: m, series: series, samples: S, threshold: thr, enc: req.Encoding,
+		lung: series.Modality == "CT" && plan.Spec.Tiling.ROI == dicomio.ROILung}
+	if res.SEGs, err = p.encodeOutputs(job, []findingMaps{screeningMaps(screening, outs)}, outputs); err != nil {
+		return fail(StageEncode, series.SeriesInstanceUID, err)
 	}
 	end := time.Now()
 	res.Timings = Timings{Load: loaded.Sub(start), Infer: inferred.Sub(loaded), Encode: end.Sub(inferred),
@@ -437,70 +429,6 @@ func inferSlice(ctx context.Context, e *inference.Engine, plan *dicomio.TilePlan
 		o.raters = append(o.raters, inference.Threshold(m, thr))
 	}
 	return o, nil
-}
-
-// describe builds one SEG's description and masks [segment][slice].
-func (p *Processor) describe(m *inference.Manifest, o Output, outs []sliceOutput, samples, index int) (dicomio.SEGDescription, [][][]uint8) {
-	family, ok := dicomio.AlgorithmFamily(m.Algorithm.Family)
-	if !ok {
-		family = dicomio.AlgorithmFamilyAI
-	}
-	alg := dicomio.Algorithm{Type: dicomio.Automatic, Name: m.Algorithm.Name, Version: m.Algorithm.Version, Family: family}
-	seg := func(label, description string) dicomio.SegmentDescription {
-		return dicomio.SegmentDescription{
-			Label: truncate(label, 64), Description: description,
-			Category:  dicomio.Code(m.Segment.Category),
-			Type:      dicomio.Code(m.Segment.Type),
-			Algorithm: alg,
-		}
-	}
-	desc := dicomio.SEGDescription{Type: dicomio.Binary, SeriesNumber: 9000 + index,
-		Equipment: dicomio.Equipment{Manufacturer: "dpersona", ManufacturerModelName: "dpersona",
-			DeviceSerialNumber: truncate(p.DeviceSerialNumber, 64), SoftwareVersions: truncate(p.SoftwareVersion, 64)}}
-	var masks [][][]uint8
-	switch o {
-	case OutputRaters:
-		desc.SeriesDescription = truncate(m.Algorithm.Name+" raters", 64)
-		desc.ContentLabel = "RATERS"
-		desc.ContentDescription = truncate(fmt.Sprintf("%s: one segment per rater head (%s %s)", m.Segment.Label, m.Name, m.Version), 64)
-		for r, rater := range m.Raters {
-			name := rater.DisplayName
-			if name == "" {
-				name = rater.Name
-			}
-			desc.Segments = append(desc.Segments, seg(m.Segment.Label+" - "+name, "personalised prediction of "+rater.Name))
-			ms := make([][]uint8, len(outs))
-			for i := range outs {
-				ms[i] = outs[i].raters[r]
-			}
-			masks = append(masks, ms)
-		}
-	case OutputSamples:
-		desc.SeriesDescription = truncate(m.Algorithm.Name+" samples", 64)
-		desc.ContentLabel = "SAMPLES"
-		desc.ContentDescription = truncate(fmt.Sprintf("%s: %d diversified samples (%s %s)", m.Segment.Label, samples, m.Name, m.Version), 64)
-		for j := 0; j < samples; j++ {
-			desc.Segments = append(desc.Segments, seg(fmt.Sprintf("%s - sample %d", m.Segment.Label, j+1), "diversified stage-I sample"))
-			ms := make([][]uint8, len(outs))
-			for i := range outs {
-				ms[i] = outs[i].samples[j]
-			}
-			masks = append(masks, ms)
-		}
-	case OutputProbability:
-		desc.Type = dicomio.Fractional
-		desc.MaxFractionalValue = 255
-		desc.SeriesDescription = truncate(m.Algorithm.Name+" consensus probability", 64)
-		desc.ContentLabel = "CONSENSUS"
-		desc.ContentDescription = truncate(fmt.Sprintf("%s: mean of %d sample probabilities (%s %s)", m.Segment.Label, samples, m.Name, m.Version), 64)
-		desc.Segments = append(desc.Segments, seg(m.Segment.Label+" - consensus probability", "soft consensus: mean of the stage-I sample probabilities"))
-		ms := make([][]uint8, len(outs))
-		for i := range outs {
-			ms[i] = dicomio.QuantizeFraction(outs[i].consensus, 255)
-		}
-		masks = append(masks, ms)
-	}
-	return desc, masks
 }
 
 // hostSerial is the host name, the best installation identifier a processor has by itself.

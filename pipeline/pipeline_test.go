@@ -69,20 +69,28 @@ func TestProcessLIDCSeries(t *testing.T) {
 	var progress []int
 	p := New(e)
 	res, err := p.Process(context.Background(), Request{SeriesFiles: files, StudyInstanceUID: src.StudyInstanceUID,
-		Seed: 3, Progress: func(done, total int) { progress = append(progress, done*100+total) }})
+		Seed: 3, Progress: func(done, total int) { progress = append(progress, done*100+total) }, Outputs: AllOutputs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := e.Bundle().Manifest
-	if res.Slices != 5 || res.Rows != 512 || res.Timings.Tiles != 125 || len(res.SEGs) != 3 {
+	if res.Slices != 5 || res.Rows != 512 || res.Timings.Tiles != 125 || len(res.SEGs) != len(AllOutputs) {
 		t.Fatalf("result: %d slices %dx%d, %d tiles, %d SEGs", res.Slices, res.Rows, res.Cols, res.Timings.Tiles, len(res.SEGs))
 	}
 	if len(progress) != 5 || progress[4] != 505 {
 		t.Errorf("progress calls %v", progress)
 	}
-	wantSegments := map[Output]int{OutputRaters: len(m.Raters), OutputSamples: m.Defaults.Samples, OutputProbability: 1}
+	wantSegments := map[Output]int{OutputRaters: len(m.Raters), OutputSamples: m.Defaults.Samples, OutputConsensus: 1,
+		OutputBands: len(DefaultBands), OutputProbability: 1, OutputRTStruct: len(m.Raters) + 1}
 	for _, s := range res.SEGs {
 		path := writeSEG(t, s)
+		if s.Output == OutputRTStruct {
+			if s.SOPClassUID != dicomio.RTStructureSetStorage || s.Segments != wantSegments[s.Output] {
+				t.Errorf("rtstruct: class %s, %d ROIs", s.SOPClassUID, s.Segments)
+			}
+			dciodvfyClean(t, path, "rtstruct")
+			continue
+		}
 		seg, err := dicomio.ReadSEG(path)
 		if err != nil {
 			t.Fatalf("%s SEG does not read back: %v", s.Output, err)
@@ -121,25 +129,56 @@ func TestProcessLIDCSeries(t *testing.T) {
 					t.Errorf("slice %d: probability SEG differs from the consensus", i)
 				}
 			}
+		case OutputConsensus:
+			// BINARY consensus: the mean probability above the manifest's threshold.
+			masks, err := seg.MasksFor(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range src.Slices {
+				want := dicomio.Threshold(res.Consensus[i], float32(m.Defaults.Threshold))
+				got := masks[0][i]
+				if got == nil {
+					got = make([]uint8, len(want))
+				}
+				if seg.Type != dicomio.Binary || !bytes.Equal(got, want) {
+					t.Errorf("slice %d: consensus SEG (%s) differs from the thresholded consensus", i, seg.Type)
+				}
+			}
 		default:
 			if seg.Type != dicomio.Binary {
 				t.Errorf("%s SEG is %s", s.Output, seg.Type)
 			}
 		}
-		if vfy, err := exec.LookPath("dciodvfy"); err == nil {
-			out, _ := exec.Command(vfy, "-new", path).CombinedOutput()
-			for _, line := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(line, "Error") {
-					t.Errorf("dciodvfy on the %s SEG: %s", s.Output, line)
-				}
+		if !strings.HasPrefix(seg.SeriesInstanceUID, "2.25.") || seg.SeriesInstanceUID != StableSeriesUID(src.StudyInstanceUID, src.SeriesInstanceUID, s.Output, m.Name) {
+			t.Errorf("%s SEG series %s is not the output's stable series", s.Output, seg.SeriesInstanceUID)
+		}
+		for i, sg := range seg.Segments {
+			// Whole series: nobody chose the finding. The lung was not looked for (roi all), so
+			// no anatomic region is claimed (TestProcessLungROI checks the lung case).
+			if sg.Algorithm.Type != dicomio.Automatic || sg.AnatomicRegion != nil {
+				t.Errorf("%s segment %d: algorithm type %q, anatomic region %v", s.Output, i+1, sg.Algorithm.Type, sg.AnatomicRegion)
 			}
 		}
+		dciodvfyClean(t, path, string(s.Output))
 	}
 	for i := range res.Uncertainty {
 		for _, u := range res.Uncertainty[i] {
 			if !(u >= 0 && u <= 0.5) {
 				t.Fatalf("slice %d: uncertainty %v outside [0, 0.5]", i, u)
 			}
+		}
+	}
+}
+
+// dciodvfyClean fails the test on any dciodvfy error (skipping where dciodvfy is missing outside CI).
+func dciodvfyClean(t *testing.T, path, what string) {
+	t.Helper()
+	vfy := testutil.RequireTool(t, "dciodvfy")
+	out, _ := exec.Command(vfy, "-new", path).CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "Error") {
+			t.Errorf("dciodvfy on the %s object: %s", what, line)
 		}
 	}
 }
@@ -243,6 +282,13 @@ func TestProcessLungROI(t *testing.T) {
 	}
 	if res.Timings.TilesPlanned != 125 || res.Timings.Tiles == 0 || res.Timings.Tiles >= 125 {
 		t.Fatalf("%d of %d tiles ran, want fewer than all and more than none", res.Timings.Tiles, res.Timings.TilesPlanned)
+	}
+	seg, err := dicomio.ReadSEG(writeSEG(t, res.SEGs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := seg.Segments[0].AnatomicRegion; r == nil || *r != dicomio.Lung {
+		t.Errorf("a series whose lung was found: anatomic region %v, want %v", r, dicomio.Lung)
 	}
 	for i, c := range res.Consensus {
 		var inside float32

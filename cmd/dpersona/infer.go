@@ -31,6 +31,7 @@ type inferOptions struct {
 	roi       string
 	lesions   []string
 	prompts   []string
+	encoding  pipeline.Encoding
 }
 
 func newInferCommand() *cobra.Command {
@@ -39,10 +40,13 @@ func newInferCommand() *cobra.Command {
 		Use:   "infer --out DIR INPUT_DIR...",
 		Short: "Segment DICOM series offline: each input folder holds one series; SEG objects are written to --out",
 		Long: "infer reads each INPUT_DIR as one series (the Part-10 files in it), runs both D-Persona\n" +
-			"stages and writes, per series, OUT/<SeriesInstanceUID>/{raters,samples,probability}.dcm:\n" +
-			"a BINARY SEG with one segment per rater head, a BINARY SEG with one segment per sample, and a\n" +
-			"FRACTIONAL SEG of the soft consensus probability. A series that fails is reported with its\n" +
-			"reason and the command exits non-zero; the other series are still processed.\n\n" +
+			"stages and writes, per series, OUT/<SeriesInstanceUID>/<output>.dcm. The default outputs are\n" +
+			"BINARY SEGs every viewer shows: raters (a segment per expert style), samples (a segment per\n" +
+			"plausible outline) and consensus (mean probability above the threshold); lesion mode adds\n" +
+			"rtstruct (an RT Structure Set for planning systems). Also available: bands (BINARY, a segment\n" +
+			"per probability band) and probability (FRACTIONAL, which OHIF and dcmjs cannot show).\n" +
+			"A series that fails is reported with its reason and the command exits non-zero; the other\n" +
+			"series are still processed.\n\n" +
 			"With --lesion or --prompts the model runs in lesion mode: only on tiles centred on each\n" +
 			"marked lesion, followed through the neighbouring slices; every output holds one set of\n" +
 			"segments per lesion. Prompts that cannot be used are listed with their reason.",
@@ -57,7 +61,11 @@ func newInferCommand() *cobra.Command {
 	o.model.register(cmd, true)
 	fs := cmd.Flags()
 	fs.StringVar(&o.out, "out", "", "output directory")
-	fs.StringSliceVar(&o.outputs, "outputs", []string{"raters", "samples", "probability"}, "SEG objects to write")
+	fs.StringSliceVar(&o.outputs, "outputs", nil, "objects to write: raters, samples, consensus, bands, probability, rtstruct (default raters,samples,consensus; lesion mode adds rtstruct)")
+	fs.Float64SliceVar(&o.encoding.Bands, "bands", nil, "lower bounds of the probability bands of the bands output (default 0.25,0.5,0.75)")
+	fs.BoolVar(&o.encoding.CompactSamples, "compact-samples", false, "samples output only on slices where the samples disagree (elsewhere they equal the consensus)")
+	fs.BoolVar(&o.encoding.RTStructSamples, "rtstruct-samples", false, "add the samples as ROIs to the rtstruct output")
+	fs.StringVar(&o.encoding.RTInterpretedType, "rt-interpreted-type", "", "RTROIInterpretedType of the rtstruct ROIs (default GTV)")
 	fs.Int64Var(&o.seed, "seed", 0, "noise seed (with the study UID: the same seed gives the same masks)")
 	fs.IntVar(&o.samples, "samples", 0, "stage-I samples S (default: the manifest's)")
 	fs.IntVar(&o.bank, "bank", 0, "stage-II bank size K (default: the manifest's)")
@@ -124,7 +132,7 @@ func runInfer(ctx context.Context, stdout, stderr io.Writer, o *inferOptions, in
 		start := time.Now()
 		res, err := proc.Process(ctx, pipeline.Request{SeriesFiles: files, Outputs: outputs, Seed: o.seed,
 			Samples: o.samples, BankSize: o.bank, Threshold: o.threshold, ROI: o.roi, Progress: bar.update,
-			Prompts: prompts, PromptObjects: objects})
+			Prompts: prompts, PromptObjects: objects, Encoding: o.encoding})
 		bar.finish()
 		if err != nil {
 			fmt.Fprintf(stdout, "FAILED %s: %v\n", in, err)

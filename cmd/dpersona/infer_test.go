@@ -85,7 +85,7 @@ func TestInferCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"raters", "samples", "probability"} {
+	for _, name := range []string{"raters", "samples", "consensus"} { // the defaults
 		p := filepath.Join(out, src.SeriesInstanceUID, name+".dcm")
 		seg, err := dicomio.ReadSEG(p)
 		if err != nil {

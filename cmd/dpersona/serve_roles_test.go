@@ -180,7 +180,7 @@ func TestServeStudyToOrthancSurvivesKill9MidPipeline(t *testing.T) {
 		t.Fatalf("the restarted gateway did not redo the interrupted inference (attempts = %d)", st.Attempts)
 	}
 	if len(st.Results) != 3 {
-		t.Fatalf("results = %+v, want raters, samples and probability", st.Results)
+		t.Fatalf("results = %+v, want raters, samples and consensus", st.Results)
 	}
 	segs := orthancSEGs(t, orthanc)
 	if len(segs) != 3 {
