@@ -12,7 +12,8 @@ import (
 )
 
 // TestOrthancAcceptsSEG sends the source CT and our SEGs (BINARY with the real LIDC reader
-// outlines, FRACTIONAL consensus) and an RT Structure Set of the same outlines to a real Orthanc
+// outlines, FRACTIONAL consensus), an RT Structure Set of the same outlines and an IOCM rejection
+// note (Key Object Selection) for one of the SEGs to a real Orthanc
 // over C-STORE with dcmtk's storescu, and checks Orthanc stored them under the source study with
 // the SOP class, modality and frames we wrote.
 func TestOrthancAcceptsSEG(t *testing.T) {
@@ -47,6 +48,21 @@ func TestOrthancAcceptsSEG(t *testing.T) {
 		t.Fatal(err)
 	}
 	segs = append(segs, sent{rtPath, rtInfo.SOPInstanceUID, RTStructureSetStorage, "RTSTRUCT", 0})
+	// An IOCM rejection note for the first SEG, as a newer version would send.
+	first, err := ReadSEG(segs[0].path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kosData, kosInfo, err := EncodeKOS(s, KOSDescription{Title: RejectedForQualityReasons, Equipment: testEquipment,
+		References: []KOSReference{{first.SeriesInstanceUID, SegmentationStorage, first.SOPInstanceUID}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kosPath := filepath.Join(dir, "kos.dcm")
+	if err := os.WriteFile(kosPath, kosData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	segs = append(segs, sent{kosPath, kosInfo.SOPInstanceUID, KeyObjectSelectionDocumentStorage, "KO", 0})
 
 	pacs := testutil.StartOrthanc(t, testutil.OrthancOptions{AET: "PACS"})
 	args := []string{"-aet", "DPERSONA", "-aec", pacs.AET, "-R", "127.0.0.1", strconv.Itoa(pacs.DICOMPort)}
