@@ -81,6 +81,10 @@ type BusConfig struct {
 	UploadInstances bool
 	// ConnectName identifies this process in NATS monitoring.
 	ConnectName string
+	// MinFreeBytes: the embedded store is reported unhealthy below this much free space, and is
+	// restarted after a storage failure (disk full) once it has this much again (storage.go).
+	// Default DefaultBusMinFreeBytes.
+	MinFreeBytes uint64
 }
 
 // Bus is a connection to JetStream with the gateway's topology. It is safe for concurrent use.
@@ -96,6 +100,7 @@ type Bus struct {
 	instances jetstream.ObjectStore
 	obs       Observer
 	cache     stateCache
+	storage   storageHealth
 }
 
 // OpenBus starts the embedded server (when cfg.URL is empty) and connects to it, or connects to
@@ -124,7 +129,7 @@ func OpenBus(ctx context.Context, cfg BusConfig, log *slog.Logger) (*Bus, error)
 	}
 	url := cfg.URL
 	if url == "" {
-		ns, err := startEmbedded(cfg, b.log)
+		ns, err := startEmbedded(cfg, b.log, b.noteServerError)
 		if err != nil {
 			return nil, err
 		}
@@ -183,7 +188,7 @@ func connectWithin(ctx context.Context, url string, opts []nats.Option) (*nats.C
 	return nc, nil
 }
 
-func startEmbedded(cfg BusConfig, log *slog.Logger) (*server.Server, error) {
+func startEmbedded(cfg BusConfig, log *slog.Logger, onError func(string)) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded nats: BusConfig.StoreDir is required (DATA/nats)")
 	}
@@ -212,7 +217,7 @@ func startEmbedded(cfg BusConfig, log *slog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	ns.SetLoggerV2(&serverLogger{log: log.With("component", "nats-server")}, false, false, false)
+	ns.SetLoggerV2(&serverLogger{log: log.With("component", "nats-server"), onError: onError}, false, false, false)
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
@@ -335,15 +340,26 @@ func orDefault(s, def string) string {
 }
 
 // serverLogger adapts nats-server's logger to slog. Its notices (a dozen start-up banner lines)
-// go to Debug so the gateway's own log stays readable; traces are dropped.
-type serverLogger struct{ log *slog.Logger }
+// go to Debug so the gateway's own log stays readable; traces are dropped. Errors also go to
+// onError, which is how the bus learns of storage failures (storage.go).
+type serverLogger struct {
+	log     *slog.Logger
+	onError func(string)
+}
 
 func (l *serverLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *serverLogger) Tracef(format string, v ...any)  {}
+func (l *serverLogger) Fatalf(format string, v ...any)  { l.error(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Errorf(format string, v ...any)  { l.error(fmt.Sprintf(format, v...)) }
+
+func (l *serverLogger) error(msg string) {
+	l.log.Error(msg)
+	if l.onError != nil {
+		l.onError(msg)
+	}
+}
+func (l *serverLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Tracef(format string, v ...any) {}
 
 // Observer receives the bus's measurements (the serve command feeds them to its metrics; the
 // package itself stays free of a metrics dependency). Nil fields are skipped.

@@ -159,6 +159,16 @@ func (b *Bus) ensureConsumer(ctx context.Context, stream string, cfg jetstream.C
 func (b *Bus) consumeLoop(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
 	failures := 0
 	for ctx.Err() == nil {
+		if b.storageBlocked() {
+			// Work taken now would fail for want of storage and spend an attempt: wait for the
+			// store to recover (storage.go) instead.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		msg, err := cons.Next(jetstream.FetchContext(fctx))
 		cancel()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,59 +17,16 @@ import (
 	"dpersona/internal/testutil"
 )
 
-const fullDiskEnv = "DPERSONA_FULLDISK_DIR"
-
-// runInSmallTmpfs runs the test function helper of this binary inside a private mount namespace
-// (unshare -rm: no privileges needed) where a tmpfs of the given size (mount's size=, e.g.
-// "1500k") is mounted on a fresh directory, passed to the helper in fullDiskEnv. It skips clearly
-// where user namespaces or tmpfs mounts are not permitted.
-func runInSmallTmpfs(t *testing.T, size, helper string) {
-	t.Helper()
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skip("unshare (util-linux) is not installed: cannot make a small file system without privileges")
-	}
-	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, unshare, "-rm", "sh", "-c",
-		`mount -t tmpfs -o size="$2" tmpfs "$0" || exit 77; exec "$1" -test.run="^$3\$" -test.v`, dir, os.Args[0], size, helper)
-	cmd.Env = append(os.Environ(), fullDiskEnv+"="+dir)
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 77 || err != nil && strings.Contains(string(out), "Operation not permitted") {
-		t.Skipf("cannot mount a tmpfs in a user namespace here: %s", out)
-	}
-	if err != nil || !strings.Contains(string(out), "--- PASS: "+helper) {
-		t.Fatalf("run in a %s tmpfs failed: %v\n%s", size, err, out)
-	}
-	t.Logf("%s", out)
-}
-
-// smallTmpfs returns the tmpfs directory of a helper run by runInSmallTmpfs, skipping when the
-// test runs on its own, and checks that it really is a file system of at most maxBytes.
-func smallTmpfs(t *testing.T, maxBytes uint64) string {
-	dir := os.Getenv(fullDiskEnv)
-	if dir == "" {
-		t.Skip("helper run by runInSmallTmpfs")
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil || st.Blocks*uint64(st.Bsize) > maxBytes {
-		t.Fatalf("%s is not the small tmpfs (%v)", dir, err)
-	}
-	return dir
-}
-
 // A really full disk (a 1.5 MB tmpfs): the instance that does not fit gets 0xA700 naming the
 // cause, its partial file is removed, the instances acknowledged before are intact, and the
 // association keeps working.
 func TestFullDiskReturnsOutOfResources(t *testing.T) {
-	runInSmallTmpfs(t, "1500k", "TestFullDiskHelper")
+	testutil.RunInSmallTmpfs(t, "1500k", "TestFullDiskHelper", 90*time.Second)
 }
 
 // TestFullDiskHelper runs inside the namespace set up by TestFullDiskReturnsOutOfResources.
 func TestFullDiskHelper(t *testing.T) {
-	dir := smallTmpfs(t, 4<<20)
+	dir := testutil.SmallTmpfs(t, 4<<20)
 	g := startGateway(t, gatewayOptions{dataDir: dir})
 	files := dicomFiles(t, testutil.Testdata("dicom", "lidc-ct-0005"))
 	props, _ := scu.ProposalsForFiles(files)
@@ -130,11 +86,11 @@ func TestFullDiskHelper(t *testing.T) {
 // space reading cached for 500 ms let one fast association write to real ENOSPC), and every
 // acknowledged instance is on disk, whole.
 func TestWatermarkHoldsAgainstFastWriters(t *testing.T) {
-	runInSmallTmpfs(t, "12m", "TestWatermarkHelper")
+	testutil.RunInSmallTmpfs(t, "12m", "TestWatermarkHelper", 90*time.Second)
 }
 
 func TestWatermarkHelper(t *testing.T) {
-	dir := smallTmpfs(t, 13<<20)
+	dir := testutil.SmallTmpfs(t, 13<<20)
 	const watermark = 6 << 20
 	var files []string
 	work := t.TempDir() // outside the tmpfs
