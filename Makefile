@@ -19,6 +19,8 @@ build: setup
 
 test: build
 	$(GO) vet ./...
+	bin/staticcheck ./...
+	$(GO) mod tidy -diff
 	$(MAKE) --no-print-directory test-go test-python
 
 test-go:

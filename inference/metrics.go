@@ -171,7 +171,7 @@ func DiceMax(raters, preds [][]uint8) float64 {
 // It needs at least as many predictions as raters.
 func DiceMatch(raters, preds [][]uint8) (float64, []int, error) {
 	if len(preds) < len(raters) {
-		return 0, nil, fmt.Errorf("Dice_match needs at least as many predictions (%d) as raters (%d)", len(preds), len(raters))
+		return 0, nil, fmt.Errorf("matching predictions to raters (Dice_match) needs at least as many predictions (%d) as raters (%d)", len(preds), len(raters))
 	}
 	d := diceMatrix(raters, preds)
 	cost := make([][]float64, len(d))

@@ -335,15 +335,6 @@ func samplesAgree(f *findingMaps, S, slices, pixels int) []bool {
 	return out
 }
 
-func allZero(m []uint8) bool {
-	for _, v := range m {
-		if v != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func (job encodeJob) algorithm(f *Finding) dicomio.Algorithm {
 	m := job.manifest
 	family, ok := dicomio.AlgorithmFamily(m.Algorithm.Family)

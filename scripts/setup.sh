@@ -56,4 +56,12 @@ if [ ! -f "$ORT_LIB" ] || ! echo "$ORT_LIB_SHA256  $ORT_LIB" | sha256sum -c --st
     || { rm -f "$ORT_LIB.tmp"; echo "setup: libonnxruntime checksum mismatch" >&2; exit 1; }
   mv "$ORT_LIB.tmp" "$ORT_LIB"
 fi
-echo "setup: ok (onnxruntime $ORT_VERSION at $ORT_LIB)"
+# staticcheck, pinned: `make test` runs it. 2026.2.2 (v0.8.2) is the release that supports the Go
+# version go.mod names; it goes into bin/ next to the build, not into the user's GOPATH.
+STATICCHECK_VERSION=v0.8.2
+STATICCHECK=bin/staticcheck
+if ! [ -x "$STATICCHECK" ] || ! "$STATICCHECK" -version 2>/dev/null | grep -q "(${STATICCHECK_VERSION#v})"; then
+  echo "setup: installing staticcheck $STATICCHECK_VERSION"
+  GOBIN="$PWD/bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+echo "setup: ok (onnxruntime $ORT_VERSION at $ORT_LIB, staticcheck $STATICCHECK_VERSION)"
