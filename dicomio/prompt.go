@@ -108,6 +108,8 @@ type PromptIssue struct {
 	Item      string
 	Label     string
 	Err       error // an *Error whose Kind is one of the ErrPrompt* kinds
+	// RefSOPInstanceUID is the image the prompt marks, when it names one.
+	RefSOPInstanceUID string
 }
 
 func (i PromptIssue) Error() string {
@@ -122,7 +124,7 @@ func (i PromptIssue) Error() string {
 }
 
 func issueFor(p Prompt, kind error, attribute, format string, args ...any) PromptIssue {
-	return PromptIssue{Source: p.Source, ObjectUID: p.ObjectUID, Item: p.Item, Label: p.Label,
+	return PromptIssue{Source: p.Source, ObjectUID: p.ObjectUID, Item: p.Item, Label: p.Label, RefSOPInstanceUID: p.RefSOPInstanceUID,
 		Err: newErr(kind, p.ObjectUID, attribute, format, args...)}
 }
 

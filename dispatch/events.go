@@ -44,6 +44,9 @@ type StudyComplete struct {
 	Dir              string      `json:"dir"` // the study's directory, relative to the data directory
 	Series           []SeriesRef `json:"series"`
 	CompletedAt      time.Time   `json:"completed_at"`
+	// Prompts, when set, make this a lesion request (POST /api/studies/{uid}/lesions): only the
+	// lesion-mode routes run, for these prompts.
+	Prompts []APIPrompt `json:"prompts,omitempty"`
 }
 
 // SeriesRef is one series of a completed study.

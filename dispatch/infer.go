@@ -227,6 +227,8 @@ func (w *inferWorker) handle(ctx context.Context, it *workItem) {
 		if cur != nil && cur.EventID == eventID {
 			c := *cur
 			next = &c
+		} else if cur != nil {
+			next.Lesions = cur.Lesions // prompts already run stay run (a late prompt runs alone)
 		}
 		next.State, next.Reason, next.Attempts, next.Worker = StateInferring, "", attempt, w.opt.Name
 		return next, nil
@@ -240,10 +242,21 @@ func (w *inferWorker) handle(ctx context.Context, it *workItem) {
 		return
 	}
 
+	if len(ev.Prompts) == 0 && w.opt.Routing.hasLesionRoutes() {
+		// Kept for POST /api/studies/{uid}/lesions, which runs the study again for new prompts.
+		if err := b.keepEvent(ctx, ev); err != nil {
+			log.Warn("study event not kept for lesion requests", "err", err)
+		}
+	}
 	stop := w.q.KeepInProgress(it)
 	taken := time.Now()
 	results, err := w.runRoutes(ctx, ev, eventID, log)
 	stop()
+	var wait *errWaitForPrompts
+	if errors.As(err, &wait) {
+		w.waitForPrompts(ctx, it, key, wait, log)
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: hand the study to another worker now rather than after AckWait.
@@ -272,6 +285,9 @@ type routeResult struct {
 	route   Route
 	version string
 	objects []ResultState
+	// lesions and notes of a lesion-mode route (lesions.go).
+	lesions []LesionState
+	notes   []string
 }
 
 // runRoutes runs every route matching each series. Results already in the object store (from an
@@ -281,8 +297,18 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 	byRoute := map[string]*routeResult{}
 	var order []string
 	matched := false
+	prior, err := w.bus.StudyState(ctx, ev.CalledAE, ev.StudyInstanceUID)
+	if err != nil {
+		return nil, err
+	}
 	for _, se := range ev.Series {
+		if promptSeries(se) {
+			continue // prompts for the image series, never processed as images
+		}
 		for _, rt := range w.opt.Routing.Match(ev, se) {
+			if len(ev.Prompts) > 0 && rt.Lesions == nil {
+				continue // a lesion request runs the lesion-mode routes only
+			}
 			matched = true
 			version, err := w.modelVersion(rt.Model)
 			if err != nil {
@@ -293,6 +319,19 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 				rr = &routeResult{route: rt, version: version}
 				byRoute[rt.Name] = rr
 				order = append(order, rt.Name)
+			}
+			if rt.Lesions != nil {
+				objs, lesions, note, err := w.processLesionRoute(ctx, ev, se, rt, version, eventID, prior)
+				if err != nil {
+					return nil, err
+				}
+				rr.objects = append(rr.objects, objs...)
+				rr.lesions = append(rr.lesions, lesions...)
+				if note != "" {
+					rr.notes = append(rr.notes, note)
+				}
+				log.Info("series processed in lesion mode", "series", se.SeriesInstanceUID, "route", rt.Name, "lesions", len(lesions), "seg_objects", len(objs))
+				continue
 			}
 			objs, reused, err := w.reuseResults(ctx, key, eventID, rt, version, se)
 			if err != nil {
@@ -316,8 +355,20 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 		return nil, nil
 	}
 	out := make([]routeResult, 0, len(order))
+	var lesions []LesionState
 	for _, name := range order {
-		out = append(out, *byRoute[name])
+		lesions = append(lesions, byRoute[name].lesions...)
+	}
+	lesions = reconcileLesions(ev, lesions)
+	for _, name := range order {
+		rr := *byRoute[name]
+		rr.lesions = nil
+		for _, l := range lesions {
+			if l.Route == name {
+				rr.lesions = append(rr.lesions, l)
+			}
+		}
+		out = append(out, rr)
 	}
 	return out, nil
 }
@@ -376,6 +427,12 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 	if err != nil {
 		return nil, fmt.Errorf("series %s, route %s: %w", se.SeriesInstanceUID, rt.Name, err)
 	}
+	return w.storeSEGs(ctx, ev, se, rt, version, eventID, segs)
+}
+
+// storeSEGs puts a route's SEG objects for one series into the results store.
+func (w *inferWorker) storeSEGs(ctx context.Context, ev StudyComplete, se SeriesRef, rt Route, version, eventID string, segs []SEG) ([]ResultState, error) {
+	b := w.bus
 	got := map[string]SEG{}
 	for _, s := range segs {
 		got[s.Output] = s
@@ -476,6 +533,11 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 			}
 		}
 		next.Results = nil
+		next.Notes = nil
+		for _, rr := range results {
+			next.Lesions = append(next.Lesions, rr.lesions...)
+			next.Notes = append(next.Notes, rr.notes...)
+		}
 		for _, rr := range results {
 			for _, obj := range rr.objects {
 				for _, d := range rr.route.Destinations {
@@ -492,6 +554,9 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 		next.Worker = w.opt.Name
 		next.Reason = ""
 		next.State = deriveState(next)
+		if len(next.Results) == 0 && len(next.Notes) > 0 {
+			next.Reason = strings.Join(next.Notes, "; ")
+		}
 		if len(results) == 0 {
 			next.State = StateDone
 			next.Reason = fmt.Sprintf("no route matches this study (called AE %s, modalities %s): %s", ev.CalledAE, modalities(ev), w.opt.Routing.explainStudy(ev))

@@ -63,6 +63,9 @@ type Route struct {
 	Model        string   `json:"model"`                   // model bundle directory
 	Outputs      []string `json:"outputs"`                 // raters, samples, consensus, bands, probability, rtstruct
 	Destinations []string `json:"destinations"`            // destination names; none = keep results in the bus only
+	// Lesions, when set, runs lesion mode: the model runs only on lesions marked in the study
+	// (see lesions.go).
+	Lesions *LesionRouting `json:"lesions,omitempty"`
 }
 
 // Destination is a downstream PACS or archive.
@@ -195,6 +198,9 @@ func (r Routing) Validate() error {
 		}
 		if rt.MaxInstances > 0 && rt.MaxInstances < rt.MinInstances {
 			return fmt.Errorf("%s: max_instances %d < min_instances %d", where, rt.MaxInstances, rt.MinInstances)
+		}
+		if err := rt.Lesions.validate(rt.Name); err != nil {
+			return err
 		}
 	}
 	return nil

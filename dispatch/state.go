@@ -20,6 +20,7 @@ import (
 const (
 	StateReceived  = "received"  // the bus has the study-complete event
 	StateInferring = "inferring" // an inference worker is processing it
+	StateWaiting   = "waiting"   // a lesion-mode route waits for a prompt (see Reason)
 	StateExporting = "exporting" // SEG objects stored, deliveries pending
 	StateDone      = "done"      // every result delivered to every destination
 	StateFailed    = "failed"    // see Reason
@@ -44,12 +45,16 @@ type StudyState struct {
 	Instances        int           `json:"instances"`
 	Series           []SeriesState `json:"series,omitempty"`
 	Results          []ResultState `json:"results,omitempty"`
-	Attempts         int           `json:"attempts,omitempty"` // inference deliveries of the event
-	Worker           string        `json:"worker,omitempty"`   // inference worker that produced the results
-	ReceivedAt       time.Time     `json:"received_at"`
-	InferredAt       *time.Time    `json:"inferred_at,omitempty"`
-	DoneAt           *time.Time    `json:"done_at,omitempty"`
-	UpdatedAt        time.Time     `json:"updated_at"`
+	// Lesions are the prompts of lesion-mode routes and what became of each, over all events of
+	// the study; Notes say why a route produced nothing (e.g. no prompt arrived).
+	Lesions    []LesionState `json:"lesions,omitempty"`
+	Notes      []string      `json:"notes,omitempty"`
+	Attempts   int           `json:"attempts,omitempty"` // inference deliveries of the event
+	Worker     string        `json:"worker,omitempty"`   // inference worker that produced the results
+	ReceivedAt time.Time     `json:"received_at"`
+	InferredAt *time.Time    `json:"inferred_at,omitempty"`
+	DoneAt     *time.Time    `json:"done_at,omitempty"`
+	UpdatedAt  time.Time     `json:"updated_at"`
 }
 
 // ShownOver is the state of a study that the gateway's assembly also knows, as gatewayState
@@ -186,7 +191,11 @@ func (b *Bus) markReceived(ctx context.Context, ev StudyComplete, eventID string
 		if cur != nil && cur.EventID == eventID {
 			return nil, errNoChange
 		}
-		return newReceivedState(ev, eventID), nil
+		next := newReceivedState(ev, eventID)
+		if cur != nil {
+			next.Lesions = cur.Lesions // prompts already run stay run (a late prompt runs alone)
+		}
+		return next, nil
 	})
 	return err
 }

@@ -50,6 +50,22 @@ func PlaceLesions(series *dicomio.Series, objects []*dicomio.PromptObject, promp
 func (p *Processor) processLesions(ctx context.Context, req Request, r lesionRun, fail func(Stage, string, error) (*Result, error)) (*Result, error) {
 	series, m := r.series, r.manifest
 	lesions, issues := PlaceLesions(series, req.PromptObjects, req.Prompts)
+	if len(req.SkipObjects) > 0 {
+		kept := lesions[:0]
+		for _, l := range lesions {
+			if !req.SkipObjects[l.ObjectUID] {
+				kept = append(kept, l)
+			}
+		}
+		lesions = kept
+		var fresh []dicomio.PromptIssue
+		for _, is := range issues {
+			if !req.SkipObjects[is.ObjectUID] {
+				fresh = append(fresh, is)
+			}
+		}
+		issues = fresh
+	}
 	if p.Logger != nil {
 		for _, is := range issues {
 			p.Logger.Warn("lesion prompt not used", "study", series.StudyInstanceUID, "series", series.SeriesInstanceUID,
@@ -64,7 +80,12 @@ func (p *Processor) processLesions(ctx context.Context, req Request, r lesionRun
 		if len(reasons) == 0 {
 			reasons = []string{"no prompt given"}
 		}
-		return fail(StagePrompts, series.SeriesInstanceUID, fmt.Errorf("no lesion prompt could be placed in the series: %s", strings.Join(reasons, "; ")))
+		res, err := fail(StagePrompts, series.SeriesInstanceUID, fmt.Errorf("no new lesion prompt could be placed in the series: %s", strings.Join(reasons, "; ")))
+		var f *Failure
+		if errors.As(err, &f) {
+			f.Issues = issues
+		}
+		return res, err
 	}
 	if r.plan.Spec.Tiling.Mode != "tile" {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s: lesion mode needs tile input (tiling.mode tile), not %q", m.Name, r.plan.Spec.Tiling.Mode))

@@ -54,6 +54,13 @@ type Request struct {
 	PromptObjects []*dicomio.PromptObject
 	// Lesion bounds the follow in lesion mode.
 	Lesion LesionOptions
+	// SkipObjects are prompt objects (SOP Instance UIDs, or the ObjectUID of API prompts) whose
+	// lesions were already processed: they are placed, so a new prompt on the same lesion is
+	// merged into them, but not run again.
+	SkipObjects map[string]bool
+	// Screening labels a whole-lung run as the screening mode a lesion route falls back to when
+	// no lesion was marked (series and content descriptions say so).
+	Screening bool
 }
 
 // SEG is one encoded output object: a Segmentation, or for OutputRTStruct an RT Structure Set
@@ -119,6 +126,8 @@ type Failure struct {
 	SeriesInstanceUID string
 	Stage             Stage
 	Err               error
+	// Issues are the reasons per prompt of a StagePrompts failure.
+	Issues []dicomio.PromptIssue
 }
 
 func (f *Failure) Error() string {
@@ -338,6 +347,10 @@ feed:
 		res.Uncertainty = append(res.Uncertainty, o.uncert)
 	}
 	screening := &Finding{Label: m.Segment.Label, Screening: true}
+	if req.Screening {
+		// A lesion route without any prompt fell back to this mode: every segment says so.
+		screening.Label = m.Segment.Label + " (whole-lung screening)"
+	}
 	res.Findings = []Finding{*screening}
 	job := encodeJob{manifest: m, series: series, samples: S, threshold: thr, enc: req.Encoding,
 		lung: series.Modality == "CT" && plan.Spec.Tiling.ROI == dicomio.ROILung}

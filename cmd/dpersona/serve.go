@@ -403,6 +403,7 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 		api.Register(apiMux)
 		apiMux.Handle("GET /api/dead-letters", httpapi.DeadLettersHandler(bus))
 		apiMux.Handle("POST /api/dead-letters/{seq}/replay", httpapi.ReplayHandler(bus))
+		apiMux.Handle("POST /api/studies/{uid}/lesions", httpapi.LesionsHandler(bus))
 		token := cfg.APIToken
 		if t := os.Getenv("DPERSONA_API_TOKEN"); t != "" {
 			token = t

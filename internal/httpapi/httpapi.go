@@ -44,11 +44,15 @@ type Study struct {
 	HandOffError string `json:"hand_off_error,omitempty"`
 
 	// Reason explains the bus state (a failure, a retry in progress, no matching route).
-	Reason     string                 `json:"reason,omitempty"`
-	Results    []dispatch.ResultState `json:"results,omitempty"`  // SEG objects and their deliveries
-	Attempts   int                    `json:"attempts,omitempty"` // inference deliveries of the event
-	Worker     string                 `json:"worker,omitempty"`   // inference worker that took it
-	EventID    string                 `json:"event_id,omitempty"` // Nats-Msg-Id of the study-complete event
+	Reason   string                 `json:"reason,omitempty"`
+	Results  []dispatch.ResultState `json:"results,omitempty"`  // SEG objects and their deliveries
+	Attempts int                    `json:"attempts,omitempty"` // inference deliveries of the event
+	Worker   string                 `json:"worker,omitempty"`   // inference worker that took it
+	EventID  string                 `json:"event_id,omitempty"` // Nats-Msg-Id of the study-complete event
+	// Lesions are the lesion prompts of lesion-mode routes (source SR, GSPS, RTSTRUCT or API) and
+	// what became of each; Notes say why a route produced nothing.
+	Lesions    []dispatch.LesionState `json:"lesions,omitempty"`
+	Notes      []string               `json:"notes,omitempty"`
 	InferredAt *time.Time             `json:"inferred_at,omitempty"`
 	DoneAt     *time.Time             `json:"done_at,omitempty"`
 }

@@ -77,6 +77,7 @@ func BusOverlay(bus StudyStates) Overlay {
 			s := &studies[i]
 			s.Reason, s.Results, s.Attempts, s.Worker, s.EventID = st.Reason, st.Results, st.Attempts, st.Worker, st.EventID
 			s.InferredAt, s.DoneAt = st.InferredAt, st.DoneAt
+			s.Lesions, s.Notes = st.Lesions, st.Notes
 		}
 		return studies, nil
 	})
