@@ -32,8 +32,8 @@
 //
 // # Model input and back
 //
-// InputSpec mirrors the manifest's `input` object (docs/model-bundle.md) and can be decoded
-// from it with encoding/json.
+// InputSpec is the manifest's `input` object (docs/model-bundle.md): the one type
+// internal/modelspec defines for inference and dicomio alike, validated at bundle load.
 //
 //	plan, err := dicomio.PlanTilesForSeries(spec, s)     // validates spec; or PlanTiles(spec, rows, cols)
 //	batch, err := plan.ExtractTiles(s.Slices[i].Pixels)  // [len(plan.Tiles), C, H, W] float32

@@ -3,108 +3,26 @@ package dicomio
 import (
 	"fmt"
 	"math"
+
+	"dpersona/internal/modelspec"
 )
 
-// IntensitySpec maps modality values to model input (docs/model-bundle.md, input.intensity).
-type IntensitySpec struct {
-	// Mode is "minmax" ((v-min)/(max-min) over Scope; a constant region maps to 0),
-	// "window" (clip to Center +- Width/2, map to [0,1]) or "scale" (v*Scale + Offset).
-	Mode string `json:"mode"`
-	// Scope of the minmax statistics: "tile" (each model input on its own; default) or "slice".
-	Scope string `json:"scope,omitempty"`
-	// QuantizeLevels, when > 1, rounds the [0,1] result to that many levels (256 reproduces
-	// training crops stored as 8-bit PNG: x = round(x*255)/255). Only for minmax and window.
-	QuantizeLevels int     `json:"quantize_levels,omitempty"`
-	Center         float64 `json:"center,omitempty"`
-	Width          float64 `json:"width,omitempty"`
-	Scale          float64 `json:"scale,omitempty"`
-	Offset         float64 `json:"offset,omitempty"`
-}
+// The model-input description is modelspec's, the same type inference loads from the manifest
+// (and validates at bundle load): dicomio consumes it without knowing about bundles.
+type (
+	// InputSpec is the manifest's `input` object (modelspec.Input).
+	InputSpec = modelspec.Input
+	// IntensitySpec maps modality values to model input (modelspec.Intensity).
+	IntensitySpec = modelspec.Intensity
+	// TilingSpec says how a slice becomes fixed-size model inputs (modelspec.Tiling).
+	TilingSpec = modelspec.Tiling
+)
 
-// TilingSpec says how a slice becomes fixed-size model inputs (input.tiling).
-type TilingSpec struct {
-	// Mode is "tile" (overlapping native-resolution tiles, blended back) or "resize" (the whole
-	// slice resampled bilinearly to Height x Width and each output resampled back).
-	Mode string `json:"mode"`
-	// Tile is [height, width]; it must equal the model's Height and Width (defaults to them).
-	Tile [2]int `json:"tile,omitempty"`
-	// Overlap in pixels between neighbouring tiles (tile mode), less than the tile size.
-	Overlap int `json:"overlap,omitempty"`
-	// ROI says which tiles run (tile mode): ROIAll (default) or ROILung (see LungPlan).
-	ROI string `json:"roi,omitempty"`
-}
-
-// InputSpec mirrors the manifest's `input` object, so it can be decoded from it with encoding/json.
-type InputSpec struct {
-	Channels  int           `json:"channels"`
-	Height    int           `json:"height"`
-	Width     int           `json:"width"`
-	Intensity IntensitySpec `json:"intensity"`
-	Tiling    TilingSpec    `json:"tiling"`
-}
-
-// Validate checks the spec and fills defaults (scope tile, tile size = model size).
-func (s *InputSpec) Validate() error {
-	bad := func(field, format string, args ...any) error {
-		return newErr(ErrInvalidSpec, "", field, format, args...)
-	}
-	if s.Channels < 1 {
-		return bad("channels", "%d, want >= 1", s.Channels)
-	}
-	if s.Height < 1 || s.Width < 1 {
-		return bad("height/width", "%dx%d", s.Height, s.Width)
-	}
-	switch s.Intensity.Mode {
-	case "minmax":
-		switch s.Intensity.Scope {
-		case "":
-			s.Intensity.Scope = "tile"
-		case "tile", "slice":
-		default:
-			return bad("intensity.scope", "%q, want tile or slice", s.Intensity.Scope)
-		}
-	case "window":
-		if !(s.Intensity.Width > 0) {
-			return bad("intensity.width", "%v, want > 0", s.Intensity.Width)
-		}
-	case "scale":
-		if s.Intensity.Scale == 0 {
-			return bad("intensity.scale", "0")
-		}
-		if s.Intensity.QuantizeLevels != 0 {
-			return bad("intensity.quantize_levels", "only for minmax and window")
-		}
-	default:
-		return bad("intensity.mode", "%q, want minmax, window or scale", s.Intensity.Mode)
-	}
-	if s.Intensity.QuantizeLevels < 0 || s.Intensity.QuantizeLevels == 1 {
-		return bad("intensity.quantize_levels", "%d, want 0 (off) or >= 2", s.Intensity.QuantizeLevels)
-	}
-	switch s.Tiling.Mode {
-	case "tile":
-		if s.Tiling.Tile == [2]int{} {
-			s.Tiling.Tile = [2]int{s.Height, s.Width}
-		}
-		if s.Tiling.Tile != [2]int{s.Height, s.Width} {
-			return bad("tiling.tile", "%v differs from the model input %dx%d", s.Tiling.Tile, s.Height, s.Width)
-		}
-		if s.Tiling.Overlap < 0 || s.Tiling.Overlap >= s.Height || s.Tiling.Overlap >= s.Width {
-			return bad("tiling.overlap", "%d with tiles of %dx%d", s.Tiling.Overlap, s.Height, s.Width)
-		}
-	case "resize":
-	default:
-		return bad("tiling.mode", "%q, want tile or resize", s.Tiling.Mode)
-	}
-	switch s.Tiling.ROI {
-	case "":
-		s.Tiling.ROI = ROIAll
-	case ROIAll:
-	case ROILung:
-		if s.Tiling.Mode != "tile" {
-			return bad("tiling.roi", "%q needs tile mode", s.Tiling.ROI)
-		}
-	default:
-		return bad("tiling.roi", "%q, want %s or %s", s.Tiling.ROI, ROIAll, ROILung)
+// validateSpec checks a spec with modelspec's rules (filling its defaults) and reports a problem
+// as ErrInvalidSpec.
+func validateSpec(s *InputSpec) error {
+	if err := s.Validate(); err != nil {
+		return newErr(ErrInvalidSpec, "", "", "%v", err)
 	}
 	return nil
 }
@@ -132,7 +50,7 @@ type TilePlan struct {
 // (tile - overlap) pixels and the last one is aligned with the far edge, so every source pixel
 // is covered and no tile reaches outside the slice unless the slice is smaller than a tile.
 func PlanTiles(spec InputSpec, rows, cols int) (*TilePlan, error) {
-	if err := spec.Validate(); err != nil {
+	if err := validateSpec(&spec); err != nil {
 		return nil, err
 	}
 	if rows < 1 || cols < 1 {

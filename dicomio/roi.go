@@ -1,5 +1,7 @@
 package dicomio
 
+import "dpersona/internal/modelspec"
+
 // Region of interest for tiling: which tiles of a slice are worth a model run.
 //
 // A lung-nodule model such as D-Persona on LIDC-IDRI was trained on crops of lung; on a 512x512
@@ -9,12 +11,12 @@ package dicomio
 // probability 0. The lung is found the classic way, from Hounsfield units alone: air (below
 // -400 HU) that is not connected to the border of the image, that is, air inside the body.
 
-// ROI values of TilingSpec.ROI (manifest input.tiling.roi).
+// ROI values of TilingSpec.ROI (manifest input.tiling.roi), defined with the spec in modelspec.
 const (
 	// ROIAll runs every tile (the default).
-	ROIAll = "all"
+	ROIAll = modelspec.ROIAll
 	// ROILung runs tiles placed on the lung: CT only, pixel values in Hounsfield units.
-	ROILung = "lung"
+	ROILung = modelspec.ROILung
 )
 
 // Thresholds of the lung finder. Lung parenchyma is about -900 to -700 HU and soft tissue above

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"dpersona/internal/modelspec"
 )
 
 // FormatVersion is the only bundle format this loader understands (docs/model-bundle.md).
@@ -39,35 +41,8 @@ type Manifest struct {
 	Files         map[string]string `json:"files"`
 }
 
-// InputSpec says how a slice becomes the graph's `image` input.
-type InputSpec struct {
-	Channels  int       `json:"channels"`
-	Height    int       `json:"height"`
-	Width     int       `json:"width"`
-	Intensity Intensity `json:"intensity"`
-	Tiling    Tiling    `json:"tiling"`
-}
-
-// Intensity is the mapping from modality units to model input values.
-type Intensity struct {
-	Mode           string   `json:"mode"`  // minmax | window | scale
-	Scope          string   `json:"scope"` // minmax: tile | slice
-	QuantizeLevels int      `json:"quantize_levels,omitempty"`
-	Center         *float64 `json:"center,omitempty"` // window
-	Width          *float64 `json:"width,omitempty"`  // window
-	Scale          *float64 `json:"scale,omitempty"`  // scale
-	Offset         *float64 `json:"offset,omitempty"` // scale
-}
-
-// Tiling says how a slice larger or smaller than the graph input is covered.
-type Tiling struct {
-	Mode    string `json:"mode"` // tile | resize
-	Tile    []int  `json:"tile,omitempty"`
-	Overlap int    `json:"overlap,omitempty"`
-	// ROI: which tiles of a slice run: "all" (default) or "lung" (chest CT: the tiles that
-	// contain lung; the serving side finds the lung, see dicomio.TilePlan.LungPlan).
-	ROI string `json:"roi,omitempty"`
-}
+// InputSpec is the manifest's "input" object, the one model-input type dicomio also uses.
+type InputSpec = modelspec.Input
 
 // Rater is one stage-II head.
 type Rater struct {
@@ -76,12 +51,9 @@ type Rater struct {
 	DisplayName string `json:"display_name"`
 }
 
-// Defaults are the serving parameters the bundle was validated with.
-type Defaults struct {
-	Samples   int     `json:"samples"`
-	BankSize  int     `json:"bank_size"`
-	Threshold float64 `json:"threshold"`
-}
+// Defaults are the serving parameters the bundle was validated with (S, K, threshold);
+// Defaults.Resolve applies a request's overrides.
+type Defaults = modelspec.Serving
 
 // Code is a coded concept (scheme designator, code value, meaning) as DICOM-SEG needs it.
 type Code struct {
@@ -177,48 +149,14 @@ func (m *Manifest) Validate() error {
 	if m.ONNX == "" {
 		bad("onnx (graph file) is not named")
 	}
-	in := m.Input
-	if in.Channels < 1 || in.Height < 1 || in.Width < 1 {
-		bad("input channels/height/width must be positive, got %d/%d/%d", in.Channels, in.Height, in.Width)
-	}
-	switch in.Intensity.Mode {
-	case "minmax":
-		if in.Intensity.Scope != "tile" && in.Intensity.Scope != "slice" {
-			bad("intensity.scope %q is not tile or slice", in.Intensity.Scope)
+	// The input spec is validated here, once, at bundle load (its defaults filled in).
+	if err := m.Input.Validate(); err != nil {
+		var se *modelspec.Error
+		if errors.As(err, &se) {
+			problems = append(problems, se.Problems...)
+		} else {
+			bad("input: %v", err)
 		}
-	case "window":
-		if in.Intensity.Center == nil || in.Intensity.Width == nil || *in.Intensity.Width <= 0 {
-			bad("intensity mode window needs center and a positive width")
-		}
-	case "scale":
-		if in.Intensity.Scale == nil || in.Intensity.Offset == nil {
-			bad("intensity mode scale needs scale and offset")
-		}
-	default:
-		bad("unknown intensity.mode %q (minmax, window or scale)", in.Intensity.Mode)
-	}
-	if q := in.Intensity.QuantizeLevels; q != 0 && q < 2 {
-		bad("intensity.quantize_levels %d must be 0 (off) or at least 2", q)
-	}
-	switch in.Tiling.Mode {
-	case "tile":
-		if len(in.Tiling.Tile) != 2 || in.Tiling.Tile[0] != in.Height || in.Tiling.Tile[1] != in.Width {
-			bad("tiling.tile %v must equal the input [height, width] [%d, %d]", in.Tiling.Tile, in.Height, in.Width)
-		} else if in.Tiling.Overlap < 0 || in.Tiling.Overlap >= in.Height || in.Tiling.Overlap >= in.Width {
-			bad("tiling.overlap %d must be in [0, tile size)", in.Tiling.Overlap)
-		}
-	case "resize":
-	default:
-		bad("unknown tiling.mode %q (tile or resize)", in.Tiling.Mode)
-	}
-	switch in.Tiling.ROI {
-	case "", "all":
-	case "lung":
-		if in.Tiling.Mode != "tile" {
-			bad("tiling.roi lung needs tiling.mode tile")
-		}
-	default:
-		bad("unknown tiling.roi %q (all or lung)", in.Tiling.ROI)
 	}
 	if m.LatentSize < 1 {
 		bad("latent_size %d must be positive", m.LatentSize)
@@ -234,12 +172,15 @@ func (m *Manifest) Validate() error {
 			bad("raters[%d] has no name", i)
 		}
 	}
-	d := m.Defaults
-	if d.Samples < 1 || d.BankSize < 1 {
-		bad("defaults samples %d and bank_size %d must be positive", d.Samples, d.BankSize)
-	}
-	if !(d.Threshold > 0 && d.Threshold < 1) {
-		bad("defaults threshold %v must be in (0, 1)", d.Threshold)
+	if err := m.Defaults.Validate(); err != nil {
+		var se *modelspec.Error
+		if errors.As(err, &se) {
+			for _, p := range se.Problems {
+				bad("defaults %s", p)
+			}
+		} else {
+			bad("defaults: %v", err)
+		}
 	}
 	if m.Segment.Label == "" || m.Segment.Category.Code == "" || m.Segment.Type.Code == "" {
 		bad("segment needs a label, a category code and a type code")

@@ -125,16 +125,11 @@ func Evaluate(ctx context.Context, e *Engine, set *EvalSet, opts EvalOptions) (*
 	if err := set.OrderRaters(m.RaterOrder); err != nil {
 		return nil, &BundleError{Model: model, Err: err}
 	}
-	S, K, thr := m.Defaults.Samples, m.Defaults.BankSize, m.Defaults.Threshold
-	if opts.Samples > 0 {
-		S = opts.Samples
+	serving, err := m.Defaults.Resolve(Defaults{Samples: opts.Samples, BankSize: opts.BankSize, Threshold: opts.Threshold})
+	if err != nil {
+		return nil, &BundleError{Model: model, Err: err}
 	}
-	if opts.BankSize > 0 {
-		K = opts.BankSize
-	}
-	if opts.Threshold != 0 {
-		thr = opts.Threshold
-	}
+	S, K, thr := serving.Samples, serving.BankSize, serving.Threshold
 	batch := opts.BatchSize
 	if batch <= 0 {
 		batch = 16

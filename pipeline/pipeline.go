@@ -181,29 +181,6 @@ func (p *Processor) Engine(model string) (*inference.Engine, error) {
 	return e, nil
 }
 
-// InputSpec converts the manifest's input object to dicomio's.
-func InputSpec(m *inference.Manifest) dicomio.InputSpec {
-	in := m.Input
-	spec := dicomio.InputSpec{
-		Channels: in.Channels, Height: in.Height, Width: in.Width,
-		Intensity: dicomio.IntensitySpec{Mode: in.Intensity.Mode, Scope: in.Intensity.Scope,
-			QuantizeLevels: in.Intensity.QuantizeLevels},
-		Tiling: dicomio.TilingSpec{Mode: in.Tiling.Mode, Overlap: in.Tiling.Overlap, ROI: in.Tiling.ROI},
-	}
-	deref := func(p *float64) float64 {
-		if p == nil {
-			return 0
-		}
-		return *p
-	}
-	spec.Intensity.Center, spec.Intensity.Width = deref(in.Intensity.Center), deref(in.Intensity.Width)
-	spec.Intensity.Scale, spec.Intensity.Offset = deref(in.Intensity.Scale), deref(in.Intensity.Offset)
-	if len(in.Tiling.Tile) == 2 {
-		spec.Tiling.Tile = [2]int{in.Tiling.Tile[0], in.Tiling.Tile[1]}
-	}
-	return spec
-}
-
 // sliceOutput is what is kept per slice after blending.
 type sliceOutput struct {
 	samples   [][]uint8 // [S] masks
@@ -237,19 +214,11 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 	if err := CheckOutputs(outputs); err != nil {
 		return fail(StageModel, "", err)
 	}
-	S, K, thr := m.Defaults.Samples, m.Defaults.BankSize, m.Defaults.Threshold
-	if req.Samples > 0 {
-		S = req.Samples
+	serving, err := m.Defaults.Resolve(inference.Defaults{Samples: req.Samples, BankSize: req.BankSize, Threshold: req.Threshold})
+	if err != nil {
+		return fail(StageModel, "", err)
 	}
-	if req.BankSize > 0 {
-		K = req.BankSize
-	}
-	if req.Threshold != 0 {
-		thr = req.Threshold
-	}
-	if !(thr > 0 && thr < 1) {
-		return fail(StageModel, "", fmt.Errorf("threshold %v must be in (0, 1)", thr))
-	}
+	S, K, thr := serving.Samples, serving.BankSize, serving.Threshold
 	if len(req.SeriesFiles) == 0 {
 		return fail(StageLoad, "", errors.New("no files in the series"))
 	}
@@ -265,7 +234,7 @@ func (p *Processor) Process(ctx context.Context, req Request) (*Result, error) {
 	if m.Input.Channels != 1 {
 		return fail(StageModel, series.SeriesInstanceUID, fmt.Errorf("model %s takes %d input channels; a single series gives 1", m.Name, m.Input.Channels))
 	}
-	spec := InputSpec(m)
+	spec := m.Input // validated at bundle load; a copy, so the ROI override stays in this request
 	if req.ROI != "" {
 		spec.Tiling.ROI = req.ROI
 	}
