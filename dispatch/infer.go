@@ -301,6 +301,7 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 	if err != nil {
 		return nil, err
 	}
+	lesionSeries := map[string]bool{}
 	for _, se := range ev.Series {
 		if promptSeries(se) {
 			continue // prompts for the image series, never processed as images
@@ -321,6 +322,7 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 				order = append(order, rt.Name)
 			}
 			if rt.Lesions != nil {
+				lesionSeries[se.SeriesInstanceUID] = true
 				objs, lesions, note, err := w.processLesionRoute(ctx, ev, se, rt, version, eventID, prior)
 				if err != nil {
 					return nil, err
@@ -351,7 +353,12 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 			rr.objects = append(rr.objects, objs...)
 		}
 	}
+	unrouted := unroutedPrompts(ev, lesionSeries, eventID)
 	if !matched {
+		if len(unrouted) > 0 {
+			// Nothing ran; the study state still says why each prompt was not used.
+			return []routeResult{{lesions: unrouted}}, nil
+		}
 		return nil, nil
 	}
 	out := make([]routeResult, 0, len(order))
@@ -369,6 +376,9 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 			}
 		}
 		out = append(out, rr)
+	}
+	if len(out) > 0 {
+		out[0].lesions = append(out[0].lesions, unrouted...)
 	}
 	return out, nil
 }

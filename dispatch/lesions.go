@@ -224,7 +224,6 @@ func (w *inferWorker) processLesionRoute(ctx context.Context, ev StudyComplete, 
 		}
 	}
 	var api []dicomio.Prompt
-	var apiIDs []string
 	for _, p := range ev.Prompts {
 		if p.Series != "" && p.Series != se.SeriesInstanceUID {
 			continue
@@ -238,7 +237,6 @@ func (w *inferWorker) processLesionRoute(ctx context.Context, ev StudyComplete, 
 		}
 		pr.ObjectUID = "api:" + p.ID
 		api = append(api, pr)
-		apiIDs = append(apiIDs, p.ID)
 	}
 	lj := LesionJob{Prompts: api, Done: done}
 	if len(fresh.Instances) == 0 && len(api) == 0 {
@@ -301,6 +299,28 @@ func (w *inferWorker) processLesionRoute(ctx context.Context, ev StudyComplete, 
 	}
 	objs, err := w.storeSEGs(ctx, ev, se, rt, version, eventID, segs)
 	return objs, states, "", err
+}
+
+// unroutedPrompts reports the API prompts of a lesion request whose series no lesion-mode route
+// processed (lesionSeries holds the series that were), so none vanishes without a reason.
+func unroutedPrompts(ev StudyComplete, lesionSeries map[string]bool, eventID string) []LesionState {
+	var out []LesionState
+	modality := map[string]string{}
+	for _, se := range ev.Series {
+		modality[se.SeriesInstanceUID] = se.Modality
+	}
+	for _, p := range ev.Prompts {
+		if p.Series == "" || lesionSeries[p.Series] {
+			continue
+		}
+		reason := fmt.Sprintf("series %s is not in the study", p.Series)
+		if m, ok := modality[p.Series]; ok {
+			reason = fmt.Sprintf("series %s (modality %s) is processed by no lesion-mode route", p.Series, m)
+		}
+		out = append(out, LesionState{Series: p.Series, Source: string(dicomio.SourceAPI), Object: "api:" + p.ID, Label: p.Label,
+			State: LesionRejected, Reason: reason, EventID: eventID, At: time.Now().UTC()})
+	}
+	return out
 }
 
 // reconcileLesions drops, per route, the rejections of a prompt that another series of the study

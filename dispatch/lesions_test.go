@@ -185,6 +185,19 @@ func TestLesionRouteWaitsThenRunsEachPromptOnce(t *testing.T) {
 	if len(st.Results) != 1 || st.Results[0].Segments != 4 || st.Results[0].SOPInstanceUID == srSEG {
 		t.Errorf("results of the API request: %+v", st.Results)
 	}
+	// A prompt for a series no lesion route processes gets that reason, not silence.
+	if _, err := b.RequestLesions(ctx, "DPERSONA", ev.StudyInstanceUID, []APIPrompt{{Series: "9.9.9", PointMM: []float64{p[0], p[1], p[2]}}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the unrouted API prompt recorded", func() bool {
+		st, _ = b.StudyState(ctx, "DPERSONA", ev.StudyInstanceUID)
+		for _, l := range lesionsOf(st, LesionRejected) {
+			if l.Source == "API" && strings.Contains(l.Reason, "series 9.9.9 is not in the study") {
+				return true
+			}
+		}
+		return false
+	})
 	// Bad requests name the cause.
 	if _, err := b.RequestLesions(ctx, "", ev.StudyInstanceUID, []APIPrompt{{SOPInstanceUID: "1.2.3"}}); err == nil || !strings.Contains(err.Error(), "row >= 0") {
 		t.Errorf("pixel prompt without row: %v", err)
