@@ -2,16 +2,15 @@ package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"math"
-	"math/big"
 	"sort"
 	"strings"
 	"sync"
 
 	"dpersona/dicomio"
 	"dpersona/inference"
+	"dpersona/internal/dicomstd"
 )
 
 // Lesion-targeted inference. D-Persona learned to outline a lesion in a 128x128 crop centred
@@ -299,6 +298,5 @@ func lesionIdentity(l dicomio.Lesion, number int) (id, uid, label string) {
 	if id == "" || strings.Contains(id, "\\") {
 		id = label
 	}
-	h := sha256.Sum256([]byte("dpersona-lesion/v1\x00" + string(l.Source) + "\x00" + l.ObjectUID + "\x00" + l.Item))
-	return id, "2.25." + new(big.Int).SetBytes(h[:16]).String(), label
+	return id, dicomstd.NameUID("dpersona-lesion/v1", string(l.Source), l.ObjectUID, l.Item), label
 }

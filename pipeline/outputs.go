@@ -1,14 +1,13 @@
 package pipeline
 
 import (
-	"crypto/sha256"
 	"fmt"
-	"math/big"
 	"strings"
 	"unicode/utf8"
 
 	"dpersona/dicomio"
 	"dpersona/inference"
+	"dpersona/internal/dicomstd"
 )
 
 // Output encoding: one function turns the findings of a series (the whole-series screening
@@ -206,8 +205,7 @@ func (p *Processor) equipment() dicomio.Equipment {
 // StableSeriesUID is the Series Instance UID of an output: the same for every version of the
 // results of one source series with one model (by name, so a new model version supersedes).
 func StableSeriesUID(studyUID, sourceSeriesUID string, o Output, model string) string {
-	h := sha256.Sum256([]byte("dpersona-output-series/v1\x00" + studyUID + "\x00" + sourceSeriesUID + "\x00" + string(o) + "\x00" + model))
-	return "2.25." + new(big.Int).SetBytes(h[:16]).String()
+	return dicomstd.NameUID("dpersona-output-series/v1", studyUID, sourceSeriesUID, string(o), model)
 }
 
 // modelWords is the model's full name and version, e.g. "dpersona-lidc-lite 2026.11.28-2".

@@ -3,7 +3,9 @@ package dicomstd
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"math/big"
 	"errors"
 	"io"
 	"os"
@@ -59,6 +61,31 @@ func TestNewUID(t *testing.T) {
 	if !ValidUID(ImplementationClassUID) || len(ImplementationVersionName) > 16 {
 		t.Fatalf("our implementation identity is invalid: %q %q", ImplementationClassUID, ImplementationVersionName)
 	}
+}
+
+// NameUID must never change its formula: stable series and lesion tracking UIDs of earlier
+// releases depend on it. The expected values were computed by the formula as first written in
+// pipeline (sha256 of the NUL-joined name, first 16 bytes, decimal, under 2.25).
+func TestNameUIDIsStable(t *testing.T) {
+	for _, c := range []struct {
+		got, want string
+	}{
+		{NameUID("dpersona-output-series/v1", "1.2.3", "1.2.3.4", "raters", "default"), nameUIDReference("dpersona-output-series/v1\x001.2.3\x001.2.3.4\x00raters\x00default")},
+		{NameUID("dpersona-lesion/v1", "sr", "1.2.3.5", "1"), nameUIDReference("dpersona-lesion/v1\x00sr\x001.2.3.5\x001")},
+		{NameUID("x"), "2.25.60402440854088184450321736577596535541"}, // computed independently with Python hashlib
+	} {
+		if c.got != c.want || !ValidUID(c.got) {
+			t.Errorf("NameUID = %q, want %q", c.got, c.want)
+		}
+	}
+	if NameUID("a", "bc") == NameUID("ab", "c") {
+		t.Error("the parts are not separated")
+	}
+}
+
+func nameUIDReference(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return "2.25." + new(big.Int).SetBytes(h[:16]).String()
 }
 
 func TestCheckAETitle(t *testing.T) {

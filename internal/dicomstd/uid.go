@@ -2,8 +2,10 @@ package dicomstd
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"math/big"
+	"strings"
 )
 
 // ImplementationClassUID identifies dpersona wherever DICOM asks for an implementation: the
@@ -96,4 +98,14 @@ func NewUID() string {
 	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
 	return "2.25." + new(big.Int).SetBytes(u[:]).String()
+}
+
+// NameUID returns the UID that a name always maps to: "2.25." and the first 128 bits of
+// SHA-256(namespace, parts..., joined by NUL bytes) in decimal (at most 44 characters, no leading
+// zeros). Use it where the same input must give the same UID in every process and every release
+// (a stable output series, the tracking UID of a lesion without one): change the namespace, never
+// the formula, when the meaning of the name changes.
+func NameUID(namespace string, parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(append([]string{namespace}, parts...), "\x00")))
+	return "2.25." + new(big.Int).SetBytes(h[:16]).String()
 }
