@@ -100,6 +100,54 @@ func check(t *testing.T, name string, o outcome, w want) {
 	}
 }
 
+// exchange runs op (the side under test) while the peer sends the given PDUs, and returns what
+// the peer saw until the connection closed and what op returned.
+func exchange(t *testing.T, peer net.Conn, op func() error, send ...[]byte) (outcome, error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	go func() {
+		for _, b := range send {
+			if _, err := peer.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	o := observe(t, peer)
+	return o, <-done
+}
+
+// accept is the acceptor's side as an exchange op.
+func accept(c net.Conn, cfg Config) func() error {
+	return func() error {
+		_, _, err := Accept(c, cfg, acceptAll)
+		return err
+	}
+}
+
+// readCommand is an established association's side as an exchange op.
+func readCommand(a *Association) func() error {
+	return func() error {
+		_, _, err := a.ReadCommand()
+		return err
+	}
+}
+
+func wantErr(t *testing.T, op string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) && !(want == nil && err == nil) {
+		t.Errorf("%s returned %v, want %v", op, err, want)
+	}
+}
+
+func wantTimeout(t *testing.T, op string, err error) {
+	t.Helper()
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("%s returned %v, want a timeout", op, err)
+	}
+}
+
 var (
 	providerUnexpected   = want{source: pdu.AbortSourceServiceProvider, reason: pdu.AbortReasonUnexpectedPDU}
 	providerUnrecognized = want{source: pdu.AbortSourceServiceProvider, reason: pdu.AbortReasonUnrecognizedPDU}
@@ -135,47 +183,26 @@ func TestAcceptorAwaitingAssociateRQ(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			c, peer := net.Pipe()
-			done := make(chan error, 1)
-			go func() {
-				_, _, err := Accept(c, Config{ARTIM: 5 * time.Second}, acceptAll)
-				done <- err
-			}()
-			go peer.Write(b)
-			check(t, name, observe(t, peer), wants[name])
-			if err := <-done; !errors.Is(err, ErrProtocol) {
-				t.Errorf("Accept returned %v, want ErrProtocol", err)
-			}
+			o, err := exchange(t, peer, accept(c, Config{ARTIM: 5 * time.Second}), b)
+			check(t, name, o, wants[name])
+			wantErr(t, "Accept", err, ErrProtocol)
 		})
 	}
 	// A malformed A-ASSOCIATE-RQ (its body cut short of the fixed fields).
 	t.Run("malformed A-ASSOCIATE-RQ", func(t *testing.T) {
 		c, peer := net.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := Accept(c, Config{ARTIM: 5 * time.Second}, acceptAll)
-			done <- err
-		}()
 		bad := make([]byte, pdu.HeaderLen+10)
 		pdu.PutHeader(bad, pdu.TypeAssociateRQ, 10)
-		go peer.Write(bad)
-		check(t, "malformed RQ", observe(t, peer), providerInvalid)
-		if err := <-done; !errors.Is(err, ErrProtocol) {
-			t.Errorf("Accept returned %v, want ErrProtocol", err)
-		}
+		o, err := exchange(t, peer, accept(c, Config{ARTIM: 5 * time.Second}), bad)
+		check(t, "malformed RQ", o, providerInvalid)
+		wantErr(t, "Accept", err, ErrProtocol)
 	})
 	// ARTIM: a peer that sends nothing is dropped without a PDU.
 	t.Run("silence", func(t *testing.T) {
 		c, peer := net.Pipe()
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := Accept(c, Config{ARTIM: 50 * time.Millisecond}, acceptAll)
-			done <- err
-		}()
-		check(t, "silence", observe(t, peer), silentClose)
-		var ne net.Error
-		if err := <-done; !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("Accept returned %v, want a timeout", err)
-		}
+		o, err := exchange(t, peer, accept(c, Config{ARTIM: 50 * time.Millisecond}))
+		check(t, "silence", o, silentClose)
+		wantTimeout(t, "Accept", err)
 	})
 }
 
@@ -210,25 +237,24 @@ func TestAcceptorRejects(t *testing.T) {
 				t.Fatalf("got %#v, %v; want A-ASSOCIATE-RJ (permanent, %d, %d)", v, err, c.source, c.reason)
 			}
 			check(t, name, observe(t, peer), silentClose)
-			if err := <-done; !errors.Is(err, ErrRejected) {
-				t.Errorf("Accept returned %v, want ErrRejected", err)
-			}
+			wantErr(t, "Accept", <-done, ErrRejected)
 		})
 	}
 }
 
+type requestResult struct {
+	a   *Association
+	err error
+}
+
 // requestOver runs Request on one end of a pipe; the peer end is returned after it read the RQ.
-func requestOver(t *testing.T) (peer net.Conn, done chan error) {
+func requestOver(t *testing.T) (peer net.Conn, done chan requestResult) {
 	t.Helper()
 	c, peer := net.Pipe()
-	done = make(chan error, 1)
+	done = make(chan requestResult, 1)
 	go func() {
-		a, err := Request(c, Config{ARTIM: 5 * time.Second}, &pdu.AssociateRQ{CalledAE: "SCP", CallingAE: "SCU",
-			PresentationContexts: []pdu.PresentationContextRQ{{ID: 1, AbstractSyntax: testAbstract, TransferSyntaxes: []string{ts}}}})
-		if err == nil {
-			a.Close()
-		}
-		done <- err
+		a, err := Request(c, Config{ARTIM: 5 * time.Second}, &pdu.AssociateRQ{CalledAE: "SCP", CallingAE: "SCU", PresentationContexts: oneContext})
+		done <- requestResult{a, err}
 	}()
 	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if v, err := pdu.Read(peer, 1<<16); err != nil {
@@ -237,6 +263,17 @@ func requestOver(t *testing.T) (peer net.Conn, done chan error) {
 		t.Fatalf("peer got %T, want A-ASSOCIATE-RQ", v)
 	}
 	return peer, done
+}
+
+// requestErr waits for Request as an exchange op (closing an association it established).
+func requestErr(done chan requestResult) func() error {
+	return func() error {
+		r := <-done
+		if r.a != nil {
+			r.a.Close()
+		}
+		return r.err
+	}
 }
 
 // Sta5 (requestor, A-ASSOCIATE-RQ sent, waiting for AC or RJ).
@@ -255,11 +292,9 @@ func TestRequestorAwaitingAssociateAC(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			peer, done := requestOver(t)
-			go peer.Write(rawPDUs()[name])
-			check(t, name, observe(t, peer), c.w)
-			if err := <-done; !errors.Is(err, c.wantErr) {
-				t.Errorf("Request returned %v, want %v", err, c.wantErr)
-			}
+			o, err := exchange(t, peer, requestErr(done), rawPDUs()[name])
+			check(t, name, o, c.w)
+			wantErr(t, "Request", err, c.wantErr)
 		})
 	}
 	// An AC that accepts a transfer syntax that was not proposed, and a malformed AC.
@@ -270,17 +305,15 @@ func TestRequestorAwaitingAssociateAC(t *testing.T) {
 	for name, b := range map[string][]byte{"AC with an unproposed transfer syntax": badAC, "malformed AC": shortAC} {
 		t.Run(name, func(t *testing.T) {
 			peer, done := requestOver(t)
-			go peer.Write(b)
-			check(t, name, observe(t, peer), userInvalid)
-			if err := <-done; !errors.Is(err, ErrProtocol) {
-				t.Errorf("Request returned %v, want ErrProtocol", err)
-			}
+			o, err := exchange(t, peer, requestErr(done), b)
+			check(t, name, o, userInvalid)
+			wantErr(t, "Request", err, ErrProtocol)
 		})
 	}
 	t.Run("accepted", func(t *testing.T) {
 		peer, done := requestOver(t)
 		go peer.Write(rawPDUs()["A-ASSOCIATE-AC"])
-		if err := <-done; err != nil {
+		if err := requestErr(done)(); err != nil {
 			t.Fatalf("Request: %v", err)
 		}
 		check(t, "accepted then closed", observe(t, peer), silentClose)
@@ -331,16 +364,9 @@ func TestEstablishedAwaitingMessage(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			a, peer := established(t, Config{ARTIM: 5 * time.Second})
-			done := make(chan error, 1)
-			go func() {
-				_, _, err := a.ReadCommand()
-				done <- err
-			}()
-			go peer.Write(rawPDUs()[name])
-			check(t, name, observe(t, peer), c.w)
-			if err := <-done; !errors.Is(err, c.wantErr) {
-				t.Errorf("ReadCommand returned %v, want %v", err, c.wantErr)
-			}
+			o, err := exchange(t, peer, readCommand(a), rawPDUs()[name])
+			check(t, name, o, c.w)
+			wantErr(t, "ReadCommand", err, c.wantErr)
 		})
 	}
 	t.Run("A-RELEASE-RQ", func(t *testing.T) {
@@ -373,16 +399,9 @@ func TestEstablishedAwaitingMessage(t *testing.T) {
 	})
 	t.Run("idle timeout", func(t *testing.T) {
 		a, peer := established(t, Config{ARTIM: 5 * time.Second, IdleTimeout: 50 * time.Millisecond})
-		done := make(chan error, 1)
-		go func() {
-			_, _, err := a.ReadCommand()
-			done <- err
-		}()
-		check(t, "idle", observe(t, peer), silentClose)
-		var ne net.Error
-		if err := <-done; !errors.As(err, &ne) || !ne.Timeout() {
-			t.Errorf("ReadCommand returned %v, want a timeout", err)
-		}
+		o, err := exchange(t, peer, readCommand(a))
+		check(t, "idle", o, silentClose)
+		wantTimeout(t, "ReadCommand", err)
 	})
 }
 
@@ -418,20 +437,8 @@ func TestEstablishedBadPData(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			a, peer := established(t, Config{ARTIM: 5 * time.Second, MaxPDULength: 256, MaxCommandLength: 300})
-			done := make(chan error, 1)
-			go func() {
-				_, _, err := a.ReadCommand()
-				done <- err
-			}()
-			go func() {
-				for _, b := range c.wire {
-					if _, err := peer.Write(b); err != nil {
-						return
-					}
-				}
-			}()
-			check(t, name, observe(t, peer), c.w)
-			err := <-done
+			o, err := exchange(t, peer, readCommand(a), c.wire...)
+			check(t, name, o, c.w)
 			if !errors.Is(err, ErrProtocol) || errors.Is(err, ErrPDUTooLarge) != c.tooLong {
 				t.Errorf("ReadCommand returned %v, want ErrProtocol (PDU too large: %v)", err, c.tooLong)
 			}
@@ -444,27 +451,22 @@ func TestEstablishedBadPData(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			a, peer := established(t, Config{ARTIM: 5 * time.Second})
-			done := make(chan error, 1)
-			go func() {
+			readDataSet := func() error {
 				if _, _, err := a.ReadCommand(); err != nil {
-					done <- err
-					return
+					return err
 				}
 				_, err := io.ReadAll(a.DataReader(1))
-				done <- err
-			}()
-			go func() {
-				peer.Write(pdata(pdu.PDV{ContextID: 1, Command: true, Last: true, Data: []byte{1}}))
-				peer.Write(pdata(pdu.PDV{ContextID: 1, Data: []byte{2}}, second))
-			}()
+				return err
+			}
+			o, err := exchange(t, peer, readDataSet,
+				pdata(pdu.PDV{ContextID: 1, Command: true, Last: true, Data: []byte{1}}),
+				pdata(pdu.PDV{ContextID: 1, Data: []byte{2}}, second))
 			w := providerUnexpected
 			if !second.Command {
 				w = providerInvalid
 			}
-			check(t, name, observe(t, peer), w)
-			if err := <-done; !errors.Is(err, ErrProtocol) {
-				t.Errorf("data reader returned %v, want ErrProtocol", err)
-			}
+			check(t, name, o, w)
+			wantErr(t, "data reader", err, ErrProtocol)
 		})
 	}
 }
@@ -472,23 +474,9 @@ func TestEstablishedBadPData(t *testing.T) {
 // requested returns an association this package requested (accepted by the raw peer).
 func requested(t *testing.T) (*Association, net.Conn) {
 	t.Helper()
-	c, peer := net.Pipe()
-	type result struct {
-		a   *Association
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		a, err := Request(c, Config{ARTIM: 5 * time.Second}, &pdu.AssociateRQ{CalledAE: "SCP", CallingAE: "SCU",
-			PresentationContexts: []pdu.PresentationContextRQ{{ID: 1, AbstractSyntax: testAbstract, TransferSyntaxes: []string{ts}}}})
-		res <- result{a, err}
-	}()
-	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := pdu.Read(peer, 1<<16); err != nil {
-		t.Fatal(err)
-	}
+	peer, done := requestOver(t)
 	go peer.Write(rawPDUs()["A-ASSOCIATE-AC"])
-	r := <-res
+	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -536,9 +524,7 @@ func TestRequestorAwaitingReleaseRP(t *testing.T) {
 				o.other = nil
 			}
 			check(t, name, o, silentClose) // see the package doc: no A-ABORT while releasing
-			if err := <-done; !errors.Is(err, c.wantErr) && !(c.wantErr == nil && err == nil) {
-				t.Errorf("Release returned %v, want %v", err, c.wantErr)
-			}
+			wantErr(t, "Release", <-done, c.wantErr)
 		})
 	}
 }
