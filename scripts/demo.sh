@@ -4,9 +4,15 @@
 #   1. a downstream PACS: Orthanc (Debian package) on loopback, as user nobody;
 #   2. the gateway: bin/dpersona serve with every role, the embedded NATS JetStream and the default
 #      model (models/default), forwarding every result to Orthanc with C-STORE;
-#   3. a real CT study (testdata/dicom/lidc-ct-0005, LIDC-IDRI, CC BY 3.0) sent with dcmtk storescu;
-#   4. a table of what arrived at Orthanc (SEG objects, segments, frames) with the timings, and a
-#      preview PNG per SEG object (bin/dpersona preview) under var/demo/out/.
+#   3. a real CT study (testdata/dicom/lidc-ct-0005, LIDC-IDRI, CC BY 3.0) sent with dcmtk storescu,
+#      then, as a radiologist's viewer would a little later, the TID 1500 measurement SR of the
+#      nodule (testdata/dicom/prompts/lidc-ct-0005-length-sr.dcm): the route runs in lesion mode
+#      (it waits for the SR, then segments the measured nodule only);
+#   4. a table of what arrived at Orthanc (SEG objects, segments, frames) with the timings, the
+#      lesions the gateway placed (GET /api/studies), and a preview PNG per SEG object
+#      (bin/dpersona preview) under var/demo/out/.
+#
+# DEMO_MODE=whole-lung runs today's whole-lung screening instead (no SR sent).
 #
 # Without a model bundle the demo runs ingest only and says so. DEMO_MODEL=DIR picks another
 # bundle (e.g. inference/testdata/tiny, the small test model). Every wait is bounded; every process
@@ -19,6 +25,10 @@ STUDY_DIR=$ROOT/testdata/dicom/lidc-ct-0005
 WORK=$ROOT/var/demo
 MODEL=${DEMO_MODEL:-models/default}
 QUIET=${DEMO_QUIET_WINDOW:-2s}
+MODE=${DEMO_MODE:-lesion}
+SR=$ROOT/testdata/dicom/prompts/lidc-ct-0005-length-sr.dcm
+PREVIEW_ARGS=()
+[ "$MODE" = lesion ] && PREVIEW_ARGS=(--crop 96) # around the measured nodule
 DEADLINE_S=${DEMO_TIMEOUT_S:-900}
 
 say() { printf '\n== %s\n' "$*"; }
@@ -77,6 +87,14 @@ wait_http "http://127.0.0.1:$ORTHANC_HTTP/system" 30 || { tail -20 "$WORK/orthan
 say "2/4 gateway: bin/dpersona serve (ingest, infer, dispatch; embedded NATS JetStream)"
 SERVE_ARGS=(serve --data-dir "$WORK/data" --dicom-listen "127.0.0.1:$GW_DICOM" --http-listen "127.0.0.1:$GW_HTTP"
   --quiet-window "$QUIET" --forward-to "ORTHANC@127.0.0.1:$ORTHANC_DICOM")
+if [ "$MODE" = lesion ]; then
+  # One route in lesion mode: CT series wait up to 2 minutes for a lesion prompt.
+  cat > "$WORK/config.json" <<EOF
+{"routes": [{"name": "lung-lesions", "modality": "CT", "outputs": ["raters", "samples", "consensus"],
+             "lesions": {"wait_for_prompts": "120s", "without_prompts": "skip"}}]}
+EOF
+  SERVE_ARGS+=(--config "$WORK/config.json")
+fi
 HAVE_MODEL=0
 if [ -f "$MODEL/manifest.json" ]; then
   HAVE_MODEL=1
@@ -104,6 +122,21 @@ TCP_NODELAY=1 timeout 120 storescu -aet DEMO_CT -aec DPERSONA 127.0.0.1 "$GW_DIC
   || die "storescu failed (see $WORK/serve.log)"
 T1=$($PY -c 'import time; print(time.time())')
 printf 'sent in %.2fs\n' "$($PY -c "print($T1-$T0)")"
+if [ "$MODE" = lesion ] && [ $HAVE_MODEL = 1 ]; then
+  # The images alone: the lesion route waits for a prompt (state "waiting", with the reason).
+  end=$((SECONDS + 60)); state=""
+  while [ $SECONDS -lt $end ] && [ "$state" != waiting ]; do
+    sleep 0.5
+    state=$(curl -fsS "http://127.0.0.1:$GW_HTTP/api/studies" 2>/dev/null | $PY -c 'import json,sys
+d=json.load(sys.stdin); print(d[0]["state"] if d else "-")' 2>/dev/null || echo "?")
+  done
+  curl -fsS "http://127.0.0.1:$GW_HTTP/api/studies" | $PY -c 'import json,sys
+d=json.load(sys.stdin)[0]; print("study state:", d["state"], "-", d.get("reason", ""))'
+  say "3b/4 the radiologist measures the nodule: sending the TID 1500 measurement SR"
+  TCP_NODELAY=1 timeout 60 storescu -R -aet DEMO_VIEWER -aec DPERSONA 127.0.0.1 "$GW_DICOM" "$SR" \
+    || die "storescu of the SR failed (see $WORK/serve.log)"
+  T1=$($PY -c 'import time; print(time.time())')
+fi
 
 say "4/4 following the study (quiet window $QUIET)"
 end=$((SECONDS + DEADLINE_S))
@@ -128,7 +161,7 @@ SEGS=$(curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/tools/find" -d '{"Level":"Insta
 for id in $SEGS; do
   curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/instances/$id/file" -o "$WORK/out/$id.dcm"
   curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/instances/$id/simplified-tags" -o "$WORK/out/$id.json"
-  "$BIN" preview --seg "$WORK/out/$id.dcm" --source "$STUDY_DIR" --out "$WORK/out/$id.png" >/dev/null 2>"$WORK/out/$id.preview.log" \
+  "$BIN" preview --seg "$WORK/out/$id.dcm" --source "$STUDY_DIR" --out "$WORK/out/$id.png" "${PREVIEW_ARGS[@]}" >/dev/null 2>"$WORK/out/$id.preview.log" \
     || echo "preview of $id failed: $(tail -1 "$WORK/out/$id.preview.log")"
   [ -s "$WORK/out/$id.preview.log" ] || rm -f "$WORK/out/$id.preview.log"
 done
@@ -151,6 +184,13 @@ def ts(key):
 print()
 print(f"study {s['study_instance_uid']}  called AE {s['called_ae']}  state {s['state']}")
 print(f"  {s['instances']} instances in {len(s['series'])} series; reason: {s.get('reason', '-')}")
+lesions = s.get("lesions") or []
+if lesions:
+    print()
+    print("Lesion prompts (GET /api/studies/{uid}):")
+    for l in lesions:
+        where = f"slice {l.get('slice')} row {l.get('row')} column {l.get('column')}, followed over {l.get('slices_followed')} slices" if l["state"] == "processed" else l.get("reason", "")
+        print(f"  {l['source']:8} {l.get('item', ''):22} {l.get('label', ''):10} {l['state']:9} {where}")
 by_sop = {r["sop_instance_uid"]: r for r in s.get("results", [])}
 rows = []
 for name in sorted(os.listdir(os.path.join(work, "out"))):

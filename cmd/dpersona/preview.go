@@ -16,7 +16,7 @@ func init() { registerCommand(newPreviewCommand) }
 
 func newPreviewCommand() *cobra.Command {
 	var segPath, sourceDir, outPath string
-	var slice int
+	var slice, crop int
 	cmd := &cobra.Command{
 		Use:   "preview --seg SEG.dcm --source DIR [--slice N] --out FILE.png",
 		Short: "Render a source slice with the segments' outlines and a legend as PNG",
@@ -59,7 +59,7 @@ func newPreviewCommand() *cobra.Command {
 					return err
 				}
 			}
-			img, err := dicomio.RenderPreview(src, slice, seg, dicomio.PreviewOptions{})
+			img, err := dicomio.RenderPreview(src, slice, seg, dicomio.PreviewOptions{Crop: crop})
 			if err != nil {
 				return err
 			}
@@ -73,6 +73,7 @@ func newPreviewCommand() *cobra.Command {
 	cmd.Flags().StringVar(&segPath, "seg", "", "DICOM-SEG file")
 	cmd.Flags().StringVar(&sourceDir, "source", "", "folder of the source series the SEG references")
 	cmd.Flags().IntVar(&slice, "slice", 0, "slice index in the sorted series (default: most segmented)")
+	cmd.Flags().IntVar(&crop, "crop", 0, "show only a window of this many pixels around the segments (0: the whole slice)")
 	cmd.Flags().StringVar(&outPath, "out", "", "PNG file to write")
 	return cmd
 }
