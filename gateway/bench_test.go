@@ -17,7 +17,8 @@ import (
 // 8 parallel storescu associations send 96 distinct 0.5 MB CT instances per iteration into a fresh
 // gateway. The sub-benchmarks split the cost of durability from the rest in the same run: "fsync"
 // is the product (fsync of every instance and its directory before the success status),
-// "no-fsync" the same path with the fsyncs left out (never a production setting). The speed
+// "no-fsync" the same path with the fsyncs left out (never a production setting); each also runs
+// with the disk watermark's reserve-before-write on. The speed
 // comparison with storescp is scripts/bench-gateway.sh.
 func BenchmarkReceiveStorescu(b *testing.B) {
 	bin := testutil.RequireTool(b, "storescu")
@@ -48,17 +49,21 @@ func BenchmarkReceiveStorescu(b *testing.B) {
 		st, _ := os.Stat(f)
 		size += st.Size()
 	}
+	// "+watermark" turns the disk watermark on (1 MB, never reached here), so every 256 KiB write
+	// first reserves its bytes with a statfs (gateway/store): its cost against the same path
+	// without, in the same run.
 	for _, mode := range []struct {
-		name   string
-		noSync bool
-	}{{"fsync", false}, {"no-fsync", true}} {
+		name    string
+		noSync  bool
+		minFree uint64
+	}{{"fsync", false, 0}, {"fsync+watermark", false, 1 << 20}, {"no-fsync", true, 0}, {"no-fsync+watermark", true, 1 << 20}} {
 		b.Run(mode.name, func(b *testing.B) {
 			b.SetBytes(size)
 			var elapsed time.Duration
 			for n := 0; n < b.N; n++ {
 				// A fresh gateway and data directory per iteration: every instance is new to it.
 				b.StopTimer()
-				g := startGateway(b, gatewayOptions{noSync: mode.noSync, quiet: time.Hour})
+				g := startGateway(b, gatewayOptions{noSync: mode.noSync, quiet: time.Hour, minFree: mode.minFree})
 				b.StartTimer()
 				start := time.Now()
 				sendParallel(b, bin, g.port, files, assocs)

@@ -46,7 +46,8 @@ type Config struct {
 	MaxAssociations int
 	// MaxPendingPerHost bounds the pending connections (not yet admitted) from one IP address;
 	// further ones are closed at once, so one host cannot starve the others. Default
-	// DefaultMaxPendingPerHost.
+	// MaxAssociations, at least MinPendingPerHost: a PACS that opens all its parallel
+	// associations at the same instant is never refused for it.
 	MaxPendingPerHost int
 	// UL holds the upper-layer limits and timeouts (max PDU, ARTIM, read, idle, write).
 	UL ul.Config
@@ -66,8 +67,8 @@ type Config struct {
 
 // Defaults for the admission of new connections (Config.MaxPendingPerHost, PendingTimeout).
 const (
-	DefaultMaxPendingPerHost = 4
-	DefaultPendingTimeout    = 10 * time.Second
+	MinPendingPerHost     = 8
+	DefaultPendingTimeout = 10 * time.Second
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -118,8 +119,9 @@ func remoteHost(a net.Addr) string {
 }
 
 // maxPendingTotal bounds pending connections from all hosts together: enough for every slot to be
-// refilled several times over, few enough that a distributed flood costs little memory.
-func (s *Server) maxPendingTotal() int { return 4*s.cfg.MaxAssociations + 16 }
+// refilled several times over and for several hosts at their per-host cap, few enough that a
+// distributed flood costs little memory.
+func (s *Server) maxPendingTotal() int { return 4*max(s.cfg.MaxAssociations, s.cfg.MaxPendingPerHost) + 16 }
 
 // admitted ends a connection's pending state (it was admitted, refused or closed).
 func (s *Server) admitted(cs *connState) {
@@ -158,7 +160,7 @@ func NewServer(cfg Config, st *store.Store, asm *assembly.Assembler) (*Server, e
 		cfg.MaxAssociations = 32
 	}
 	if cfg.MaxPendingPerHost <= 0 {
-		cfg.MaxPendingPerHost = DefaultMaxPendingPerHost
+		cfg.MaxPendingPerHost = max(cfg.MaxAssociations, MinPendingPerHost)
 	}
 	if cfg.PendingTimeout <= 0 {
 		cfg.PendingTimeout = DefaultPendingTimeout

@@ -53,7 +53,7 @@ func closedByServer(c net.Conn, d time.Duration) bool {
 func TestSilentFloodFromOneHostDoesNotBlockAnother(t *testing.T) {
 	testutil.RequireTool(t, "echoscu")
 	g := startGateway(t, gatewayOptions{maxAssoc: 4})
-	flood := floodFrom(t, "127.0.0.2", g.addr, 3*4)
+	flood := floodFrom(t, "127.0.0.2", g.addr, 3*MinPendingPerHost)
 	for i := 0; i < 3; i++ {
 		out, err := runTool(t, 20*time.Second, "echoscu", "-v", "-aet", "MODALITY", "-aec", "DPERSONA", "127.0.0.1", fmt.Sprint(g.port))
 		if err != nil || !strings.Contains(out, "Received Echo Response (Success)") {
@@ -66,8 +66,8 @@ func TestSilentFloodFromOneHostDoesNotBlockAnother(t *testing.T) {
 			open++
 		}
 	}
-	if open > DefaultMaxPendingPerHost {
-		t.Fatalf("%d silent connections from one host held open, want at most the per-host cap %d", open, DefaultMaxPendingPerHost)
+	if limit := g.srv.cfg.MaxPendingPerHost; open > limit {
+		t.Fatalf("%d silent connections from one host held open, want at most the per-host cap %d", open, limit)
 	}
 }
 
@@ -80,7 +80,7 @@ func TestSilentFloodOnTLSPortDoesNotBlockAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := startGateway(t, gatewayOptions{maxAssoc: 4, tls: cfg})
-	floodFrom(t, "127.0.0.2", g.addr, 3*4)
+	floodFrom(t, "127.0.0.2", g.addr, 3*MinPendingPerHost)
 	out, err := runTool(t, 20*time.Second, "echoscu", "-v", "+tls", pki.ClientKey, pki.ClientCert, "+cf", pki.CA,
 		"-aet", "TLSMOD", "-aec", "DPERSONA", "127.0.0.1", fmt.Sprint(g.port))
 	if err != nil || !strings.Contains(out, "Received Echo Response (Success)") {
