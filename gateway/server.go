@@ -121,7 +121,9 @@ func remoteHost(a net.Addr) string {
 // maxPendingTotal bounds pending connections from all hosts together: enough for every slot to be
 // refilled several times over and for several hosts at their per-host cap, few enough that a
 // distributed flood costs little memory.
-func (s *Server) maxPendingTotal() int { return 4*max(s.cfg.MaxAssociations, s.cfg.MaxPendingPerHost) + 16 }
+func (s *Server) maxPendingTotal() int {
+	return 4*max(s.cfg.MaxAssociations, s.cfg.MaxPendingPerHost) + 16
+}
 
 // admitted ends a connection's pending state (it was admitted, refused or closed).
 func (s *Server) admitted(cs *connState) {
