@@ -11,6 +11,8 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+
+	"dpersona/gateway/dimse"
 )
 
 // STOWExporter stores files with DICOMweb STOW-RS (PS3.18 10.5): one POST of
@@ -69,7 +71,7 @@ func (e *STOWExporter) Export(ctx context.Context, files []ExportFile) ([]FileSt
 			out[i] = FileStatus{Status: status}
 		case isFailed:
 			err := fmt.Errorf("STOW-RS %s refused %s with failure reason 0x%04X", url, f.SOPInstanceUID, code)
-			if !retryableFailureReason(code) {
+			if code < 0 || code > 0xFFFF || !dimse.Status(code).Transient() { // FailureReason holds a DIMSE status (PS3.18)
 				err = Permanent(err)
 			}
 			out[i] = FileStatus{Status: fmt.Sprintf("%s, 0x%04X", status, code), Err: err}
@@ -85,12 +87,6 @@ func (e *STOWExporter) Export(ctx context.Context, files []ExportFile) ([]FileSt
 		}
 	}
 	return out, nil
-}
-
-// retryableFailureReason: 0xA7xx is "out of resources" and 0x0110/0x0111 processing failures may
-// pass later; other codes (0xA9xx, 0xCxxx, 0x0122, 0x0124, ...) reject the file itself.
-func retryableFailureReason(code int) bool {
-	return code&0xFF00 == 0xA700 || code == 0x0110 || code == 0x0111 || code == 0x0213
 }
 
 func snippet(b []byte) string {

@@ -96,7 +96,7 @@ var statusTable = map[Status]statusInfo{
 	0x0210:                        {CategoryFailure, "duplicate invocation", false},
 	StatusUnrecognizedOperation:   {CategoryFailure, "unrecognized operation", false},
 	0x0212:                        {CategoryFailure, "mistyped argument", false},
-	StatusResourceLimitation:      {CategoryFailure, "resource limitation", false},
+	StatusResourceLimitation:      {CategoryFailure, "resource limitation", true},
 	StatusCancel:                  {CategoryCancel, "cancelled", false},
 	StatusPending:                 {CategoryPending, "pending", false},
 	0xFF01:                        {CategoryPending, "pending: optional keys not supported", false},
@@ -128,9 +128,10 @@ func (s Status) Category() Category { return s.info().category }
 func (s Status) Text() string { return s.info().text }
 
 // Transient reports whether the status is a failure that may pass when the same request is
-// retried later: out of resources (0xA7xx) and processing failure (0x0110). Failures about the
-// request itself (0xA9xx data set does not match, 0xCxxx cannot understand, 0x0122 SOP class not
-// supported, 0x0124 not authorized, ...) are not.
+// retried later: out of resources (0xA7xx), processing failure (0x0110) and resource limitation
+// (0x0213). Failures about the request itself (0xA9xx data set does not match, 0xCxxx cannot
+// understand, 0x0111 the instance already exists, 0x0122 SOP class not supported, 0x0124 not
+// authorized, ...) are not. The C-STORE and the STOW-RS exporters both retry by it.
 func (s Status) Transient() bool {
 	in := s.info()
 	return in.category == CategoryFailure && in.transient

@@ -22,6 +22,8 @@ func TestStatusCategoriesTextsAndTransience(t *testing.T) {
 		{StatusSOPClassNotSupported, CategoryFailure, "refused: SOP class not supported", false},
 		{StatusNotAuthorized, CategoryFailure, "refused: not authorized", false},
 		{StatusUnrecognizedOperation, CategoryFailure, "unrecognized operation", false},
+		{StatusResourceLimitation, CategoryFailure, "resource limitation", true},
+		{0x0111, CategoryFailure, "SOP instance already exists", false},
 		{StatusOutOfResources, CategoryFailure, "refused: out of resources", true},
 		{StatusOutOfResourcesLocal, CategoryFailure, "refused: out of resources", true},
 		{0xA7FF, CategoryFailure, "refused: out of resources", true},
