@@ -42,9 +42,10 @@
 // command is expected, a command fragment inside a data set or an A-RELEASE-RQ between fragments
 // is an unexpected PDU (2).
 //
-// Where this differs from PS3.8 table 9-10 (kept as is, the peer sees an abort either way): in
-// Sta2 an A-ABORT is answered with an A-ABORT (PS3.8 AA-2 closes silently) and an unrecognized
-// PDU is reported as unexpected; in Sta5 the requestor aborts with source service-user (AA-8
-// names the service provider); in Sta7 an unexpected PDU closes the connection without an
-// A-ABORT (AA-8 sends one).
+// Where this differs from PS3.8 tables 9-9 and 9-10 (kept as is: the peer sees an abort either
+// way, and the reason says what was wrong): in Sta2 the acceptor aborts with source
+// service-provider and a reason where AA-1 sends source service-user, and it answers an A-ABORT
+// with one (AA-2 closes silently); in Sta5 the requestor aborts with source service-user where
+// AA-8 names the service provider; in Sta7 an unexpected PDU closes the connection without the
+// A-ABORT that AA-8 sends.
 package ul
