@@ -43,17 +43,28 @@ type Job struct {
 	Modality          string
 	Files             []string // absolute paths of the series' Part-10 files on this worker
 	Model             string
-	Outputs           []string // raters, samples, probability
+	Outputs           []string // raters, samples, consensus, bands, probability, rtstruct
+	// Version of these results among those of the same route and source series (1 = first),
+	// and the objects of the previous version they replace, by output. With predecessors the
+	// processor also returns a rejection note (OutputRejectionNote) listing them.
+	Version      int
+	Predecessors map[string]ReplacedObject
 }
+
+// OutputRejectionNote is the IOCM Key Object Selection "Rejected for Quality Reasons" that comes
+// with a new version; it goes only to destinations with rejection_notes set.
+const OutputRejectionNote = "rejection-note"
 
 // SEG is one DICOM Segmentation object produced by a Processor.
 type SEG struct {
 	Output         string // which of the requested outputs this is
 	SOPInstanceUID string
 	SOPClassUID    string // Segmentation Storage when empty
-	Segments       int
-	Frames         int
-	Data           []byte // the Part-10 file
+	// SeriesInstanceUID is the object's own series (stable per output: a new version lands there).
+	SeriesInstanceUID string
+	Segments          int
+	Frames            int
+	Data              []byte // the Part-10 file
 }
 
 // InferOptions configures an inference worker.
@@ -223,7 +234,7 @@ func (w *inferWorker) handle(ctx context.Context, it *workItem) {
 			skip = "superseded by a newer event of the same study"
 			return nil, errNoChange
 		}
-		next := newReceivedState(ev, eventID)
+		next := newReceivedState(ev, eventID).after(cur)
 		if cur != nil && cur.EventID == eventID {
 			c := *cur
 			next = &c
@@ -399,14 +410,63 @@ func (w *inferWorker) reuseResults(ctx context.Context, key, eventID string, rt 
 		}
 		out = append(out, resultFromInfo(rt, version, se.SeriesInstanceUID, o, info))
 	}
+	// The rejection note exists only when the stored version replaced an earlier one.
+	name := resultObjectName(key, eventID, rt.Name, version, se.SeriesInstanceUID, OutputRejectionNote)
+	if info, err := w.bus.results.GetInfo(ctx, name); err == nil && !info.Deleted && info.Metadata["sop_instance_uid"] != "" {
+		out = append(out, resultFromInfo(rt, version, se.SeriesInstanceUID, OutputRejectionNote, info))
+	} else if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, false, fmt.Errorf("look up result %s: %w", name, err)
+	}
 	return out, true, nil
 }
 
 func resultFromInfo(rt Route, version, series, output string, info *jetstream.ObjectInfo) ResultState {
-	segs, _ := strconv.Atoi(info.Metadata["segments"])
-	frames, _ := strconv.Atoi(info.Metadata["frames"])
-	return ResultState{Route: rt.Name, Model: rt.Model, ModelVersion: version, Output: output, Series: series,
-		Object: info.Name, SOPInstanceUID: info.Metadata["sop_instance_uid"], Segments: segs, Frames: frames, Bytes: int64(info.Size)}
+	md := info.Metadata
+	segs, _ := strconv.Atoi(md["segments"])
+	frames, _ := strconv.Atoi(md["frames"])
+	ver, _ := strconv.Atoi(md["version"])
+	r := ResultState{Route: rt.Name, Model: rt.Model, ModelVersion: version, Output: output, Series: series,
+		Object: info.Name, SOPInstanceUID: md["sop_instance_uid"], SOPClassUID: md["sop_class_uid"],
+		SeriesInstanceUID: md["series_instance_uid"], Version: ver, Segments: segs, Frames: frames, Bytes: int64(info.Size)}
+	if md["replaces_sop_instance_uid"] != "" {
+		prev, _ := strconv.Atoi(md["replaces_version"])
+		r.Replaces = &ReplacedObject{Output: output, SOPInstanceUID: md["replaces_sop_instance_uid"], SOPClassUID: md["replaces_sop_class_uid"],
+			SeriesInstanceUID: md["replaces_series_instance_uid"], Version: prev, ReplacedBy: r.SOPInstanceUID}
+	}
+	return r
+}
+
+// predecessors finds, in the study's current results, the version of the results of one route
+// and source series that a new run replaces: the objects by output and the next version number.
+// Results of this very event (a redelivery after the results were recorded) are not
+// predecessors: their own predecessors and version are reused.
+func predecessors(st *StudyState, key, eventID string, rt Route, modelVersion, series string) (int, map[string]ReplacedObject) {
+	version := 1
+	preds := map[string]ReplacedObject{}
+	if st == nil {
+		return version, preds
+	}
+	for _, r := range append(append([]ResultState(nil), st.Previous...), st.Results...) {
+		if r.Route != rt.Name || r.Series != series || r.Output == OutputRejectionNote {
+			continue
+		}
+		v := max(r.Version, 1)
+		if r.Object == resultObjectName(key, eventID, rt.Name, modelVersion, series, r.Output) {
+			version = max(version, v)
+			if r.Replaces != nil {
+				preds[r.Output] = *r.Replaces
+			}
+			continue
+		}
+		version = max(version, v+1)
+		class := r.SOPClassUID
+		if class == "" {
+			class = SOPClassSegmentation // recorded before the class was
+		}
+		preds[r.Output] = ReplacedObject{Output: r.Output, SOPInstanceUID: r.SOPInstanceUID, SOPClassUID: class,
+			SeriesInstanceUID: r.SeriesInstanceUID, Version: v}
+	}
+	return version, preds
 }
 
 // process runs the processor on one series and stores its SEG objects.
@@ -417,8 +477,15 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 		return nil, err
 	}
 	defer cleanup()
+	var cur *StudyState
+	if st, err := b.stateByKey(ctx, ev.StudyKey()); err == nil {
+		cur = st
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("read the study state for earlier versions: %w", err)
+	}
+	resultVersion, preds := predecessors(cur, ev.StudyKey(), eventID, rt, version, se.SeriesInstanceUID)
 	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
-		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs}
+		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs, Version: resultVersion, Predecessors: preds}
 	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
 	start := time.Now()
 	segs, err := safeProcess(pctx, w.opt.Processor, job)
@@ -437,18 +504,26 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 	if err != nil {
 		return nil, fmt.Errorf("series %s, route %s: %w", se.SeriesInstanceUID, rt.Name, err)
 	}
-	return w.storeSEGs(ctx, ev, se, rt, version, eventID, segs)
+	return w.storeSEGs(ctx, ev, se, rt, version, eventID, segs, resultVersion, preds)
 }
 
-// storeSEGs puts a route's SEG objects for one series into the results store.
-func (w *inferWorker) storeSEGs(ctx context.Context, ev StudyComplete, se SeriesRef, rt Route, version, eventID string, segs []SEG) ([]ResultState, error) {
+// storeSEGs puts a route's SEG objects for one series into the results store, with the version
+// they are and the objects they replace (preds, by output; a rejection note comes with them).
+func (w *inferWorker) storeSEGs(ctx context.Context, ev StudyComplete, se SeriesRef, rt Route, version, eventID string, segs []SEG,
+	resultVersion int, preds map[string]ReplacedObject) ([]ResultState, error) {
 	b := w.bus
 	got := map[string]SEG{}
 	for _, s := range segs {
 		got[s.Output] = s
 	}
 	var out []ResultState
-	for _, o := range rt.Outputs {
+	outputs := rt.Outputs
+	if len(preds) > 0 {
+		if _, ok := got[OutputRejectionNote]; ok {
+			outputs = append(append([]string(nil), outputs...), OutputRejectionNote)
+		}
+	}
+	for _, o := range outputs {
 		s, ok := got[o]
 		if !ok || len(s.Data) == 0 {
 			return nil, Permanentf("series %s, route %s: the processor returned no %s SEG", se.SeriesInstanceUID, rt.Name, o)
@@ -457,13 +532,18 @@ func (w *inferWorker) storeSEGs(ctx context.Context, ev StudyComplete, se Series
 			s.SOPClassUID = SOPClassSegmentation
 		}
 		name := resultObjectName(ev.StudyKey(), eventID, rt.Name, version, se.SeriesInstanceUID, o)
+		md := map[string]string{
+			"sop_instance_uid": s.SOPInstanceUID, "sop_class_uid": s.SOPClassUID, "series_instance_uid": s.SeriesInstanceUID,
+			"segments": strconv.Itoa(s.Segments), "frames": strconv.Itoa(s.Frames),
+			"study_instance_uid": ev.StudyInstanceUID, "model_version": version, "version": strconv.Itoa(resultVersion),
+		}
+		if p, ok := preds[o]; ok {
+			md["replaces_sop_instance_uid"], md["replaces_sop_class_uid"] = p.SOPInstanceUID, p.SOPClassUID
+			md["replaces_series_instance_uid"], md["replaces_version"] = p.SeriesInstanceUID, strconv.Itoa(p.Version)
+		}
 		// Name, data and metadata in one put: a SEG object without its metadata must never exist,
 		// since a redelivered study reuses stored objects by their metadata.
-		info, err := b.results.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: map[string]string{
-			"sop_instance_uid": s.SOPInstanceUID, "sop_class_uid": s.SOPClassUID,
-			"segments": strconv.Itoa(s.Segments), "frames": strconv.Itoa(s.Frames),
-			"study_instance_uid": ev.StudyInstanceUID, "model_version": version,
-		}}, bytes.NewReader(s.Data))
+		info, err := b.results.Put(ctx, jetstream.ObjectMeta{Name: name, Metadata: md}, bytes.NewReader(s.Data))
 		if err != nil {
 			return nil, fmt.Errorf("store SEG %s: %w", name, err)
 		}
@@ -548,9 +628,19 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 			next.Lesions = append(next.Lesions, rr.lesions...)
 			next.Notes = append(next.Notes, rr.notes...)
 		}
+		superseded := map[string]bool{}
+		for _, r := range next.Superseded {
+			superseded[r.SOPInstanceUID] = true
+		}
 		for _, rr := range results {
 			for _, obj := range rr.objects {
-				for _, d := range rr.route.Destinations {
+				if p := obj.Replaces; p != nil && !superseded[p.SOPInstanceUID] {
+					superseded[p.SOPInstanceUID] = true
+					rep := *p
+					rep.ReplacedBy, rep.At = obj.SOPInstanceUID, now
+					next.Superseded = append(next.Superseded, rep)
+				}
+				for _, d := range w.destinationsFor(rr.route, obj.Output) {
 					ds, ok := old[[2]string{obj.Object, d}]
 					if !ok {
 						ds = DeliveryState{Destination: d, State: DeliveryPending, At: now}
@@ -584,8 +674,15 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 			job := ExportJob{StudyKey: key, StudyInstanceUID: ev.StudyInstanceUID, CalledAE: ev.CalledAE, EventID: eventID,
 				Route: rr.route.Name, Model: rr.route.Model, ModelVersion: rr.version, Destination: d}
 			for _, o := range rr.objects {
+				if o.Output == OutputRejectionNote && !w.acceptsRejectionNotes(d) {
+					continue
+				}
+				class := o.SOPClassUID
+				if class == "" {
+					class = SOPClassSegmentation
+				}
 				job.Objects = append(job.Objects, ExportObject{Object: o.Object, Output: o.Output, SOPInstanceUID: o.SOPInstanceUID,
-					SOPClassUID: SOPClassSegmentation, Series: o.Series})
+					SOPClassUID: class, Series: o.Series})
 			}
 			data, err := json.Marshal(job)
 			if err != nil {
@@ -602,6 +699,30 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 		log.Info("results published", "route", rr.route.Name, "objects", len(rr.objects), "destinations", len(rr.route.Destinations))
 	}
 	return nil
+}
+
+// destinationsFor lists the route's destinations an output goes to: a rejection note only to
+// those configured to accept rejection notes.
+func (w *inferWorker) destinationsFor(rt Route, output string) []string {
+	if output != OutputRejectionNote {
+		return rt.Destinations
+	}
+	var out []string
+	for _, d := range rt.Destinations {
+		if w.acceptsRejectionNotes(d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (w *inferWorker) acceptsRejectionNotes(name string) bool {
+	for _, d := range w.opt.Routing.Destinations {
+		if d.Name == name {
+			return d.RejectionNotes
+		}
+	}
+	return false
 }
 
 func modalities(ev StudyComplete) string {

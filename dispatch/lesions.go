@@ -297,7 +297,9 @@ func (w *inferWorker) processLesionRoute(ctx context.Context, ev StudyComplete, 
 	if len(segs) == 0 {
 		return nil, states, "", nil
 	}
-	objs, err := w.storeSEGs(ctx, ev, se, rt, version, eventID, segs)
+	// A late prompt's lesions come in addition to the earlier ones (each prompt runs once), so
+	// these objects replace nothing: version 1, no rejection note.
+	objs, err := w.storeSEGs(ctx, ev, se, rt, version, eventID, segs, 1, nil)
 	return objs, states, "", err
 }
 

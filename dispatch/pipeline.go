@@ -26,7 +26,14 @@ func (p PipelineProcessor) Process(ctx context.Context, job Job) ([]SEG, error) 
 	for _, o := range job.Outputs {
 		outs = append(outs, pipeline.Output(o))
 	}
-	res, err := p.Models.Process(ctx, job.Model, pipeline.Request{SeriesFiles: job.Files, StudyInstanceUID: job.StudyInstanceUID, Outputs: outs})
+	enc := pipeline.Encoding{Version: job.Version}
+	if len(job.Predecessors) > 0 {
+		enc.Predecessors = map[pipeline.Output]pipeline.Predecessor{}
+		for o, p := range job.Predecessors {
+			enc.Predecessors[pipeline.Output(o)] = pipeline.Predecessor{SOPInstanceUID: p.SOPInstanceUID, SOPClassUID: p.SOPClassUID, SeriesInstanceUID: p.SeriesInstanceUID}
+		}
+	}
+	res, err := p.Models.Process(ctx, job.Model, pipeline.Request{SeriesFiles: job.Files, StudyInstanceUID: job.StudyInstanceUID, Outputs: outs, Encoding: enc})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
@@ -40,7 +47,7 @@ func (p PipelineProcessor) Process(ctx context.Context, job Job) ([]SEG, error) 
 	segs := make([]SEG, 0, len(res.SEGs))
 	for _, s := range res.SEGs {
 		segs = append(segs, SEG{Output: string(s.Output), SOPInstanceUID: s.SOPInstanceUID, SOPClassUID: s.SOPClassUID,
-			Segments: s.Segments, Frames: s.Frames, Data: s.Data})
+			SeriesInstanceUID: s.SeriesInstanceUID, Segments: s.Segments, Frames: s.Frames, Data: s.Data})
 	}
 	return segs, nil
 }

@@ -82,6 +82,10 @@ type Destination struct {
 	BearerToken string `json:"bearer_token,omitempty"` // sent as Authorization: Bearer
 	// Timeout bounds one attempt to deliver a job (association or HTTP request), default 2m.
 	Timeout Duration `json:"timeout,omitempty"`
+	// RejectionNotes sends this destination the IHE IOCM rejection note (Key Object Selection
+	// "Rejected for Quality Reasons") that comes with a new version of the results, so an
+	// archive that implements IOCM hides the replaced objects.
+	RejectionNotes bool `json:"rejection_notes,omitempty"`
 }
 
 // Duration reads "30s"-style strings (and plain seconds) from JSON.

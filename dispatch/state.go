@@ -47,8 +47,13 @@ type StudyState struct {
 	Results          []ResultState `json:"results,omitempty"`
 	// Lesions are the prompts of lesion-mode routes and what became of each, over all events of
 	// the study; Notes say why a route produced nothing (e.g. no prompt arrived).
-	Lesions    []LesionState `json:"lesions,omitempty"`
-	Notes      []string      `json:"notes,omitempty"`
+	Lesions []LesionState `json:"lesions,omitempty"`
+	Notes   []string      `json:"notes,omitempty"`
+	// Superseded lists every object a later version of the results replaced, oldest first.
+	Superseded []ReplacedObject `json:"superseded,omitempty"`
+	// Previous are the results of the last version produced by an earlier event of the study
+	// (without deliveries): what the results of this event will replace.
+	Previous   []ResultState `json:"previous,omitempty"`
 	Attempts   int           `json:"attempts,omitempty"` // inference deliveries of the event
 	Worker     string        `json:"worker,omitempty"`   // inference worker that produced the results
 	ReceivedAt time.Time     `json:"received_at"`
@@ -75,19 +80,37 @@ type SeriesState struct {
 	Instances         int    `json:"instances"`
 }
 
-// ResultState is one SEG object produced for a study.
+// ResultState is one object (SEG, RT Structure Set, rejection note) produced for a study.
 type ResultState struct {
-	Route          string          `json:"route"`
-	Model          string          `json:"model"`
-	ModelVersion   string          `json:"model_version"`
-	Output         string          `json:"output"` // raters, samples, probability
-	Series         string          `json:"source_series_instance_uid"`
-	Object         string          `json:"object"` // name in the results object store
-	SOPInstanceUID string          `json:"sop_instance_uid"`
-	Segments       int             `json:"segments"`
-	Frames         int             `json:"frames"`
-	Bytes          int64           `json:"bytes"`
-	Deliveries     []DeliveryState `json:"deliveries,omitempty"`
+	Route          string `json:"route"`
+	Model          string `json:"model"`
+	ModelVersion   string `json:"model_version"`
+	Output         string `json:"output"` // raters, samples, consensus, bands, probability, rtstruct, rejection-note
+	Series         string `json:"source_series_instance_uid"`
+	Object         string `json:"object"` // name in the results object store
+	SOPInstanceUID string `json:"sop_instance_uid"`
+	SOPClassUID    string `json:"sop_class_uid,omitempty"`
+	// SeriesInstanceUID is the object's own series: the same for every version of one output.
+	SeriesInstanceUID string `json:"series_instance_uid,omitempty"`
+	// Version counts the results of this route and source series (1 = first); Replaces is the
+	// object of the previous version this one supersedes.
+	Version    int             `json:"version,omitempty"`
+	Replaces   *ReplacedObject `json:"replaces,omitempty"`
+	Segments   int             `json:"segments"`
+	Frames     int             `json:"frames"`
+	Bytes      int64           `json:"bytes"`
+	Deliveries []DeliveryState `json:"deliveries,omitempty"`
+}
+
+// ReplacedObject is an object of an earlier version of the results.
+type ReplacedObject struct {
+	Output            string    `json:"output"`
+	SOPInstanceUID    string    `json:"sop_instance_uid"`
+	SOPClassUID       string    `json:"sop_class_uid"`
+	SeriesInstanceUID string    `json:"series_instance_uid,omitempty"`
+	Version           int       `json:"version,omitempty"`
+	ReplacedBy        string    `json:"replaced_by,omitempty"` // SOP Instance UID of the new object
+	At                time.Time `json:"at,omitempty"`
 }
 
 // DeliveryState is the per-file status at one destination.
@@ -191,13 +214,32 @@ func (b *Bus) markReceived(ctx context.Context, ev StudyComplete, eventID string
 		if cur != nil && cur.EventID == eventID {
 			return nil, errNoChange
 		}
-		next := newReceivedState(ev, eventID)
+		next := newReceivedState(ev, eventID).after(cur)
 		if cur != nil {
 			next.Lesions = cur.Lesions // prompts already run stay run (a late prompt runs alone)
 		}
 		return next, nil
 	})
 	return err
+}
+
+// after carries what a new event of the study must not forget over from the state of the
+// previous one: the results of the last version produced (the objects a new version replaces)
+// and the superseded objects of all earlier versions.
+func (s *StudyState) after(prev *StudyState) *StudyState {
+	if prev == nil {
+		return s
+	}
+	s.Superseded = prev.Superseded
+	s.Previous = prev.Previous
+	if len(prev.Results) > 0 {
+		s.Previous = make([]ResultState, len(prev.Results))
+		for i, r := range prev.Results {
+			r.Deliveries = nil
+			s.Previous[i] = r
+		}
+	}
+	return s
 }
 
 func newReceivedState(ev StudyComplete, eventID string) *StudyState {

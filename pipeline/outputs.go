@@ -34,6 +34,11 @@ const (
 	OutputRTStruct Output = "rtstruct"
 )
 
+// OutputRejectionNote is not requested: it comes with a new version whenever
+// Encoding.Predecessors names objects it replaces. It is an IHE IOCM Key Object Selection
+// "Rejected for Quality Reasons" (DCM 113001) listing them, for destinations that accept it.
+const OutputRejectionNote Output = "rejection-note"
+
 // AllOutputs lists every output, in the order their series are numbered.
 var AllOutputs = []Output{OutputRaters, OutputSamples, OutputConsensus, OutputBands, OutputProbability, OutputRTStruct}
 
@@ -88,9 +93,16 @@ type Encoding struct {
 	// InstanceNumber of every object (default 1). The series of each output is stable per
 	// (study, source series, output, model name), so a new version lands in the same series.
 	Version int
-	// Predecessors are the SOP Instance UIDs of the objects this version replaces, by output
-	// (an RT Structure Set names its predecessor).
-	Predecessors map[Output]string
+	// Predecessors are the objects this version replaces, by output: an RT Structure Set names
+	// its predecessor, and a rejection note (OutputRejectionNote) lists them all.
+	Predecessors map[Output]Predecessor
+}
+
+// Predecessor is an object of an earlier version.
+type Predecessor struct {
+	SOPInstanceUID    string
+	SOPClassUID       string
+	SeriesInstanceUID string
 }
 
 // findingMaps gives one finding's masks and probabilities on the series grid.
@@ -194,7 +206,39 @@ func (p *Processor) encodeOutputs(job encodeJob, findings []findingMaps, outputs
 		}
 		out = append(out, obj)
 	}
+	if len(job.enc.Predecessors) > 0 {
+		note, err := p.encodeRejectionNote(job)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", OutputRejectionNote, err)
+		}
+		out = append(out, note)
+	}
 	return out, nil
+}
+
+// encodeRejectionNote lists every predecessor in an IOCM rejection note, in output order.
+func (p *Processor) encodeRejectionNote(job encodeJob) (SEG, error) {
+	m, series := job.manifest, job.series
+	var refs []dicomio.KOSReference
+	for _, o := range append(append([]Output(nil), AllOutputs...), OutputRejectionNote) {
+		if pr, ok := job.enc.Predecessors[o]; ok {
+			refs = append(refs, dicomio.KOSReference{SeriesInstanceUID: pr.SeriesInstanceUID, SOPClassUID: pr.SOPClassUID, SOPInstanceUID: pr.SOPInstanceUID})
+		}
+	}
+	version := max(job.enc.Version, 1)
+	data, info, err := dicomio.EncodeKOS(series, dicomio.KOSDescription{
+		Title:       dicomio.RejectedForQualityReasons,
+		Description: fmt.Sprintf("Replaced by version %d of the AI results of %s; the listed objects are out of date.", version, modelWords(m)),
+		References:  refs, SeriesNumber: 9099, InstanceNumber: version,
+		SeriesInstanceUID: StableSeriesUID(series.StudyInstanceUID, series.SeriesInstanceUID, OutputRejectionNote, m.Name),
+		SeriesDescription: seriesDescription(m, "results replaced"),
+		Equipment:         p.equipment(),
+	})
+	if err != nil {
+		return SEG{}, err
+	}
+	return SEG{Output: OutputRejectionNote, Data: data, SOPInstanceUID: info.SOPInstanceUID, SOPClassUID: dicomio.KeyObjectSelectionDocumentStorage,
+		SeriesInstanceUID: info.SeriesInstanceUID, Segments: info.References}, nil
 }
 
 func (p *Processor) equipment() dicomio.Equipment {
@@ -445,7 +489,7 @@ func (p *Processor) encodeRTStruct(job encodeJob, findings []findingMaps) (SEG, 
 		SeriesInstanceUID: StableSeriesUID(series.StudyInstanceUID, series.SeriesInstanceUID, OutputRTStruct, m.Name),
 		SeriesDescription: seriesDescription(m, m.Segment.Label+" contours"),
 		Equipment:         p.equipment(),
-		Predecessor:       job.enc.Predecessors[OutputRTStruct],
+		Predecessor:       job.enc.Predecessors[OutputRTStruct].SOPInstanceUID,
 	}
 	var masks [][][]uint8
 	prefix := map[*findingMaps]string{}

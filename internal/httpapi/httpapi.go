@@ -55,6 +55,8 @@ type Study struct {
 	Notes      []string               `json:"notes,omitempty"`
 	InferredAt *time.Time             `json:"inferred_at,omitempty"`
 	DoneAt     *time.Time             `json:"done_at,omitempty"`
+	// Superseded lists the objects later versions replaced (each with the object that replaced it).
+	Superseded []dispatch.ReplacedObject `json:"superseded,omitempty"`
 }
 
 // StudySource lists studies (the gateway's assembler).

@@ -78,6 +78,7 @@ func BusOverlay(bus StudyStates) Overlay {
 			s.Reason, s.Results, s.Attempts, s.Worker, s.EventID = st.Reason, st.Results, st.Attempts, st.Worker, st.EventID
 			s.InferredAt, s.DoneAt = st.InferredAt, st.DoneAt
 			s.Lesions, s.Notes = st.Lesions, st.Notes
+			s.Superseded = st.Superseded
 		}
 		return studies, nil
 	})

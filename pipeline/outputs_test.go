@@ -1,0 +1,78 @@
+package pipeline
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"dpersona/dicomio"
+	"dpersona/internal/testutil"
+)
+
+// TestNewVersionSupersedes: a second version of the results lands in the same series of each
+// output with InstanceNumber 2, its RT Structure Set names the first as predecessor, and a
+// rejection note (IOCM KOS, DCM 113001) lists every object of the first version; dciodvfy
+// accepts all of them.
+func TestNewVersionSupersedes(t *testing.T) {
+	s := series300(t)
+	s.Slices = s.Slices[140:161]
+	m := defaultManifest(t)
+	f := syntheticFinding(s, 4, len(m.Raters), false)
+	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
+	job := encodeJob{manifest: m, series: s, samples: 4, threshold: 0.5, lung: true}
+	outs := []Output{OutputRaters, OutputConsensus, OutputRTStruct}
+	v1, err := p.encodeOutputs(job, []findingMaps{f}, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v1) != len(outs) {
+		t.Fatalf("version 1: %d objects, want %d (no rejection note without predecessors)", len(v1), len(outs))
+	}
+	job.enc.Version = 2
+	job.enc.Predecessors = map[Output]Predecessor{}
+	for _, o := range v1 {
+		job.enc.Predecessors[o.Output] = Predecessor{SOPInstanceUID: o.SOPInstanceUID, SOPClassUID: o.SOPClassUID, SeriesInstanceUID: o.SeriesInstanceUID}
+	}
+	v2, err := p.encodeOutputs(job, []findingMaps{f}, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v2) != len(outs)+1 || v2[len(outs)].Output != OutputRejectionNote || v2[len(outs)].Segments != len(v1) {
+		t.Fatalf("version 2: %+v", v2)
+	}
+	dir := t.TempDir()
+	vfy := testutil.RequireTool(t, "dciodvfy")
+	for i, o := range v2 {
+		path := filepath.Join(dir, string(o.Output)+".dcm")
+		os.WriteFile(path, o.Data, 0o644)
+		out, _ := exec.Command(vfy, path).CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "Error") {
+				t.Errorf("%s: dciodvfy: %s", o.Output, line)
+			}
+		}
+		if i < len(outs) && (o.SeriesInstanceUID != v1[i].SeriesInstanceUID || o.SOPInstanceUID == v1[i].SOPInstanceUID) {
+			t.Errorf("%s: version 2 in series %s (v1 %s), instance %s (v1 %s)", o.Output, o.SeriesInstanceUID, v1[i].SeriesInstanceUID, o.SOPInstanceUID, v1[i].SOPInstanceUID)
+		}
+		if o.Output == OutputRaters {
+			seg, err := dicomio.ReadSEG(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seg.Segments[0].TrackingUID != f.Finding.TrackingUID {
+				t.Errorf("tracking UID changed between versions")
+			}
+		}
+		for _, want := range map[Output][]string{
+			OutputRTStruct:      {"3006,0018", v1[2].SOPInstanceUID}, // PredecessorStructureSetSequence
+			OutputRejectionNote: {v1[0].SOPInstanceUID, v1[1].SOPInstanceUID, v1[2].SOPInstanceUID, "113001"},
+		}[o.Output] {
+			dump, _ := exec.Command(testutil.RequireTool(t, "dcmdump"), "+L", path).CombinedOutput()
+			if !strings.Contains(string(dump), want) {
+				t.Errorf("%s does not hold %s", o.Output, want)
+			}
+		}
+	}
+}
