@@ -1,12 +1,16 @@
-// Package pipeline is the processing step of the gateway: one DICOM series in, DICOM-SEG objects
+// Package pipeline is the processing step of the gateway: one DICOM series in, DICOM objects
 // out. It reads the series with dicomio, cuts every slice into model inputs as the bundle's
 // manifest says, runs both D-Persona stages with inference, blends the outputs back onto the
-// source grid and encodes up to three SEG objects:
+// source grid and encodes the requested outputs (outputs.go) for every finding:
 //
-//   - raters: BINARY, one segment per stage-II rater head (segments may overlap),
-//   - samples: BINARY, one segment per stage-I diversified sample,
-//   - probability: FRACTIONAL (probability), the soft consensus = mean of the sample probabilities.
+//   - raters: BINARY SEG, one segment per stage-II rater style (segments may overlap),
+//   - samples: BINARY SEG, one segment per stage-I plausible outline,
+//   - consensus: BINARY SEG, the mean sample probability above the threshold,
+//   - bands: BINARY SEG, one segment per probability band,
+//   - probability: FRACTIONAL SEG (opt-in), the mean of the sample probabilities,
+//   - rtstruct: RT Structure Set with the rater styles and the consensus as ROIs,
 //
+// plus, for a version that replaces earlier results, an IOCM rejection note listing them.
 // Labels, codes and the algorithm identification come from the manifest. A series that cannot
 // be processed returns a *Failure naming the study, series, stage and cause; Process never
 // returns an empty result without an error.
