@@ -231,13 +231,19 @@ func (s *StudyState) after(prev *StudyState) *StudyState {
 		return s
 	}
 	s.Superseded = prev.Superseded
-	s.Previous = prev.Previous
-	if len(prev.Results) > 0 {
-		s.Previous = make([]ResultState, len(prev.Results))
-		for i, r := range prev.Results {
-			r.Deliveries = nil
+	// The latest object per (route, source series, output): an event that ran other routes only
+	// (a lesion request) must not make the screening results forget their last version.
+	latest := map[[3]string]int{}
+	s.Previous = nil
+	for _, r := range append(append([]ResultState(nil), prev.Previous...), prev.Results...) {
+		r.Deliveries = nil
+		k := [3]string{r.Route, r.Series, r.Output}
+		if i, ok := latest[k]; ok {
 			s.Previous[i] = r
+			continue
 		}
+		latest[k] = len(s.Previous)
+		s.Previous = append(s.Previous, r)
 	}
 	return s
 }
