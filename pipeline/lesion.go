@@ -119,32 +119,36 @@ func lesionFinding(ctx context.Context, e *inference.Engine, plan *dicomio.TileP
 		fs.Mean, _ = inference.ConsensusAndUncertainty(flatten(fs.Samples), pred.S, tile.H*tile.W)
 		return fs, nil
 	}
-	first, err := run(l.Slice, l.Row, l.Column)
-	if err != nil {
-		return f, err
-	}
-	row0, col0, found := recentre(first, l.Row, l.Column, thr)
-	if !found {
-		f.Notes = append(f.Notes, fmt.Sprintf("the model's consensus is empty at the prompt (slice %d, row %d, column %d): nothing outlined", l.Slice+1, l.Row, l.Column))
-		// An empty finding still says the prompt was looked at: keep the prompt's slice.
-		f.Slices = []FindingSlice{first}
-		return f, nil
-	}
 	spacing := series.SliceSpacing
 	if spacing <= 0 {
 		spacing = math.Max(series.SliceThickness, 1)
 	}
 	maxSteps := max(1, int(math.Floor(opt.MaxExtentMM/spacing+1e-9)))
 	loc := func(i int) float64 { return series.Slices[i].Location }
+
+	// The prompt's slice and its two neighbours run at once (the neighbours centred on the
+	// prompt too): the latency of a lesion is then that of the longer direction, not one slice
+	// more. The neighbours are kept only when the prompt's slice outlines something.
+	centreDone := make(chan struct{})
+	var first FindingSlice
+	var firstErr error
+	found := false
+	go func() {
+		defer close(centreDone)
+		if first, firstErr = run(l.Slice, l.Row, l.Column); firstErr == nil {
+			_, _, found = recentre(first, l.Row, l.Column, thr)
+		}
+	}()
 	var mu sync.Mutex
-	slices := []FindingSlice{first}
+	var slices []FindingSlice
+	var notes []string
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for d, dir := range []int{-1, 1} {
 		wg.Add(1)
 		go func(d, dir int) {
 			defer wg.Done()
-			row, col := row0, col0
+			row, col := l.Row, l.Column
 			empty := 0
 			for k := 1; k <= maxSteps; k++ {
 				i := l.Slice + dir*k
@@ -155,7 +159,7 @@ func lesionFinding(ctx context.Context, e *inference.Engine, plan *dicomio.TileP
 				// another lesion.
 				if gap := math.Abs(loc(i) - loc(i-dir)); gap > 1.5*spacing+1e-3 {
 					mu.Lock()
-					f.Notes = append(f.Notes, fmt.Sprintf("not followed across a gap of %.1f mm %s slice %d", gap, map[int]string{-1: "below", 1: "above"}[dir], i-dir+1))
+					notes = append(notes, fmt.Sprintf("not followed across a gap of %.1f mm %s slice %d", gap, map[int]string{-1: "below", 1: "above"}[dir], i-dir+1))
 					mu.Unlock()
 					return
 				}
@@ -163,6 +167,12 @@ func lesionFinding(ctx context.Context, e *inference.Engine, plan *dicomio.TileP
 				if err != nil {
 					errs[d] = err
 					return
+				}
+				if k == 1 {
+					<-centreDone
+					if firstErr != nil || !found {
+						return
+					}
 				}
 				r, c, ok := recentre(fs, row, col, thr)
 				if !ok {
@@ -180,17 +190,29 @@ func lesionFinding(ctx context.Context, e *inference.Engine, plan *dicomio.TileP
 			}
 			if k := maxSteps; l.Slice+dir*(k+1) >= 0 && l.Slice+dir*(k+1) < len(series.Slices) {
 				mu.Lock()
-				f.Notes = append(f.Notes, fmt.Sprintf("followed to the bound of %.0f mm (%d slices) %s the prompt while the outline continued", opt.MaxExtentMM, maxSteps, map[int]string{-1: "below", 1: "above"}[dir]))
+				notes = append(notes, fmt.Sprintf("followed to the bound of %.0f mm (%d slices) %s the prompt while the outline continued", opt.MaxExtentMM, maxSteps, map[int]string{-1: "below", 1: "above"}[dir]))
 				mu.Unlock()
 			}
 		}(d, dir)
 	}
 	wg.Wait()
+	<-centreDone
+	if firstErr != nil {
+		return f, firstErr
+	}
 	for _, err := range errs {
 		if err != nil {
 			return f, err
 		}
 	}
+	if !found {
+		f.Notes = append(f.Notes, fmt.Sprintf("the model's consensus is empty at the prompt (slice %d, row %d, column %d): nothing outlined", l.Slice+1, l.Row, l.Column))
+		// An empty finding still says the prompt was looked at: keep the prompt's slice.
+		f.Slices = []FindingSlice{first}
+		return f, nil
+	}
+	f.Notes = append(f.Notes, notes...)
+	slices = append(slices, first)
 	sort.Slice(slices, func(a, b int) bool { return slices[a].Slice < slices[b].Slice })
 	f.Slices = slices
 	return f, nil

@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for part in gateway inference pipeline training; do
+for part in gateway inference pipeline lesion training; do
   script=scripts/bench-$part.sh
   echo "=== bench: $part"
   if [ ! -f "$script" ]; then
