@@ -7,6 +7,7 @@ cost does not depend on the pixel values).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -39,12 +40,17 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(config: str, steps: int, device: str, data: str = None, warmup: int = 2,
-            batch_size: int = None, run_dir: str = None) -> dict:
+            batch_size: int = None, run_dir: str = None, formulations=("fast",),
+            rounds: int = 1) -> dict:
+    """images/s of stage I and stage II training steps. With several formulations ("direct": the
+    losses as written in the reference; "fast": the same values computed for speed) the timed steps
+    alternate between them in `rounds` rounds of `steps` steps each, so that the load of other
+    processes on the machine falls on both alike."""
     cfg = get_config(config)
     if batch_size:
         cfg.batch_size = batch_size
     dev = torch.device(device)
-    n = cfg.batch_size * (steps + warmup)
+    n = cfg.batch_size * (steps * rounds + warmup)
     if data and os.path.exists(data):
         ds = load_any(data, cfg.model.num_raters)
         ds = ds.subset(np.arange(n) % len(ds))
@@ -52,36 +58,58 @@ def measure(config: str, steps: int, device: str, data: str = None, warmup: int 
         ds = _synthetic(min(n, 64), cfg.model.num_raters, cfg.model.image_size)
         ds = ds.subset(np.arange(n) % len(ds))
     import tempfile
-    run_dir = run_dir or tempfile.mkdtemp(prefix="bench-")
-    trainer = Trainer(cfg, run_dir, ds, ds.subset([0]), device=device, progress=False)
     torch.manual_seed(cfg.seed)
-    model = DPersona(cfg.model).to(dev)
+    base = DPersona(cfg.model)
     result = {"config": config, "device": str(dev), "batch_size": cfg.batch_size, "steps": steps,
-              "parameters": count_parameters(model), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "data": ds.source}
+              "rounds": rounds, "warmup": warmup, "parameters": count_parameters(base),
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "data": ds.source,
+              "load_before": os.getloadavg()[0]}
     if dev.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(dev)
     for stage in (1, 2):
-        params = [p for m in model.stage1_modules() for p in m.parameters()] if stage == 1 \
-            else list(model.heads.parameters())
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-        trainer._set_modes(model, stage)
-        rng = np.random.RandomState(0)
-        batches = trainer._batches(rng, stage=1)
-        t0 = None
-        for i in range(steps + warmup):
-            if i == warmup:
+        runs = {}
+        for form in formulations:
+            trainer = Trainer(cfg, run_dir or tempfile.mkdtemp(prefix="bench-"), ds, ds.subset([0]),
+                              device=device, progress=False, fast=(form == "fast"))
+            model = trainer.prepare_model(copy.deepcopy(base))
+            params = [p for m in model.stage1_modules() for p in m.parameters()] if stage == 1 \
+                else list(model.heads.parameters())
+            if stage == 2:
+                for m in model.stage1_modules():
+                    for p in m.parameters():
+                        p.requires_grad_(False)
+            opt = torch.optim.Adam(params, lr=cfg.lr)
+            trainer._set_modes(model, stage)
+            rng = np.random.RandomState(0)
+            runs[form] = {"trainer": trainer, "model": model, "opt": opt, "rng": rng,
+                          "batches": trainer._batches(rng, stage=1), "seconds": 0.0}
+
+        def step(r):
+            img, msk = next(r["batches"])
+            t = r["trainer"]
+            parts = t._stage1_loss(r["model"], img, msk, r["rng"]) if stage == 1 else \
+                t._stage2_loss(r["model"], img, msk)
+            r["opt"].zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            r["opt"].step()
+
+        for r in runs.values():
+            for _ in range(warmup):
+                step(r)
+        for _ in range(rounds):
+            for r in runs.values():
                 _sync(dev)
                 t0 = time.perf_counter()
-            img, msk = next(batches)
-            parts = trainer._stage1_loss(model, img, msk, rng) if stage == 1 else \
-                trainer._stage2_loss(model, img, msk)
-            opt.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            opt.step()
-        _sync(dev)
-        dt = time.perf_counter() - t0
-        result[f"stage{stage}_images_per_second"] = round(steps * cfg.batch_size / dt, 2)
+                for _ in range(steps):
+                    step(r)
+                _sync(dev)
+                r["seconds"] += time.perf_counter() - t0
+        for form, r in runs.items():
+            ips = round(steps * rounds * cfg.batch_size / r["seconds"], 2)
+            key = f"stage{stage}_images_per_second"
+            result[key if form == formulations[-1] else f"{key}_{form}"] = ips
+            result.setdefault("formulations", {}).setdefault(form, {})[f"stage{stage}"] = ips
+    result["load_after"] = os.getloadavg()[0]
     return result
 
 
@@ -94,11 +122,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--data", default=None)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="alternate the formulations this many times, STEPS steps each")
+    p.add_argument("--compare", action="store_true",
+                   help="time the direct formulation of the losses (before the speed-up) and the "
+                        "fast one (the trainer's default) in the same run, alternating")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = measure(args.config, args.steps, args.device, args.data, args.warmup, args.batch_size)
+    forms = ("direct", "fast") if args.compare else ("fast",)
+    r = measure(args.config, args.steps, args.device, args.data, args.warmup, args.batch_size,
+                formulations=forms, rounds=args.rounds)
     if args.json:
         print(json.dumps(r))
     else:
@@ -106,6 +141,12 @@ def main(argv=None) -> int:
               f"{r['stage1_images_per_second']:8.2f} img/s  stage II "
               f"{r['stage2_images_per_second']:8.2f} img/s  ({r['parameters']:,} parameters, "
               f"{r['threads']} threads)")
+        if args.compare:
+            d = r["formulations"]["direct"]
+            f = r["formulations"]["fast"]
+            print(f"{'':10s} direct (before)  stage I {d['stage1']:8.2f} img/s  stage II "
+                  f"{d['stage2']:8.2f} img/s;  fast/direct: stage I x{f['stage1'] / d['stage1']:.2f}, "
+                  f"stage II x{f['stage2'] / d['stage2']:.2f}")
     return 0
 
 

@@ -105,7 +105,8 @@ def cmd_train(args) -> int:
     print(f"config {cfg.name}: {len(train)} training / {len(val)} validation slices, "
           f"{cfg.model.num_raters} raters, run directory {args.out}", file=sys.stderr)
     trainer = Trainer(cfg, args.out, train, val, device=args.device, progress=not args.no_progress,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+                      log=lambda m: print(m, file=sys.stderr, flush=True),
+                      fast=not args.direct_losses, checkpoint_every=args.checkpoint_every)
     result = trainer.train(args.stage, resume=args.resume, init_checkpoint=args.init,
                            epochs=args.epochs)
     print(json.dumps(result["best"], indent=2))
@@ -189,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     pt.add_argument("--threads", type=int, help="torch CPU threads")
     pt.add_argument("--no-progress", action="store_true")
+    pt.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS",
+                    help="also write RUN/stageN/last.pt every STEPS steps within an epoch, so a "
+                         "stopped run loses at most that much (0: only at the end of epochs)")
+    pt.add_argument("--direct-losses", action="store_true",
+                    help="compute the losses in the direct (slower) formulation the fast one "
+                         "replaced; same values, for comparisons")
     pt.set_defaults(func=cmd_train)
 
     pe = sub.add_parser("evaluate", help="metrics of a checkpoint on a data set")
@@ -228,10 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
     from .data import DataError
     from .trainer import TrainingError
     try:
         return args.func(args)
-    except (DataError, TrainingError, FileNotFoundError) as e:
+    except (DataError, TrainingError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

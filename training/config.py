@@ -72,6 +72,12 @@ class TrainConfig:
     # moved 16 px), which full-slice tiles with a stride of 96 px cannot guarantee. 48 = half the
     # stride. 0 = off (the reference).
     shift_augment: int = 0
+    # Flips (left-right, up-down), rotations by multiples of 90 degrees, and a grey-value power
+    # curve 255 (g/255)^y with |log y| <= gamma_augment (keeps 0 and 255, so the per-crop min-max
+    # normalisation of the input holds); masks are transformed with their image. Off by default.
+    flip_augment: bool = False
+    rot90_augment: bool = False
+    gamma_augment: float = 0.0
     num_workers: int = 0
 
     def to_dict(self) -> dict:
@@ -95,6 +101,24 @@ class TrainConfig:
     def load(path: str) -> "TrainConfig":
         with open(path) as f:
             return TrainConfig.from_dict(json.load(f))
+
+
+def config_difference(a: dict, b: dict) -> str:
+    """The fields in which two config dicts differ, after filling in defaults for fields that an
+    older config file lacks: '' when they are the same config."""
+    try:
+        a, b = TrainConfig.from_dict(a).to_dict(), TrainConfig.from_dict(b).to_dict()
+    except (TypeError, ValueError) as e:
+        return f"unreadable config: {e}"
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key == "model":
+            for mk in sorted(set(a[key]) | set(b[key])):
+                if a[key].get(mk) != b[key].get(mk):
+                    diffs.append(f"model.{mk}: {a[key].get(mk)!r} vs {b[key].get(mk)!r}")
+        elif a.get(key) != b.get(key):
+            diffs.append(f"{key}: {a.get(key)!r} vs {b.get(key)!r}")
+    return "; ".join(diffs)
 
 
 def reference() -> TrainConfig:

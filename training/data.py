@@ -53,6 +53,10 @@ def _validate(images: np.ndarray, masks: np.ndarray, ids: List[str], source: str
         raise DataError(f"{source}: images are {images.shape[2:]} but masks are {masks.shape[2:]}")
     if len(ids) != images.shape[0]:
         raise DataError(f"{source}: {len(ids)} ids for {images.shape[0]} images")
+    if images.shape[0] == 0:
+        raise DataError(f"{source}: no slices (empty arrays)")
+    if masks.shape[1] == 0:
+        raise DataError(f"{source}: masks have no rater dimension entries (shape {masks.shape})")
     if masks.size and masks.max() > 1:
         raise DataError(f"{source}: masks must be 0/1, found value {int(masks.max())}")
 
@@ -62,15 +66,19 @@ def load_npz(path: str, ids_path: Optional[str] = None) -> MultiRaterSet:
     if not os.path.isfile(path):
         raise DataError(f"data file not found: {path}")
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise DataError(f"{path}: a single .npy array, not an .npz archive with 'images' "
+                                f"and 'masks'")
             if "images" not in z or "masks" not in z:
                 raise DataError(f"{path}: needs arrays 'images' and 'masks', has {sorted(z.files)}")
             images = np.asarray(z["images"])
             masks = np.asarray(z["masks"])
-    except (OSError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    except DataError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, ...
+        raise DataError(f"{path}: not a readable .npz file, truncated or corrupt "
+                        f"({type(e).__name__}: {e})") from e
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
@@ -214,3 +222,58 @@ def shift_crops(images: np.ndarray, masks: np.ndarray, max_shift: int,
         out_i[k] = img[:, s - dy:s - dy + h, s - dx:s - dx + w]
         out_m[k] = msk[:, s - dy:s - dy + h, s - dx:s - dx + w]
     return out_i, out_m
+
+
+def check_training_masks(ds: MultiRaterSet, role: str = "training") -> List[str]:
+    """Refuse masks a model cannot learn from; return notes on what is unusual but usable.
+
+    Every mask empty: an error (nothing to segment: wrong file, or masks lost in conversion).
+    Slices where no rater drew anything, and raters who drew nothing in the whole set, are legal
+    (LIDC has a few slices where every reader's outline is empty) and reported."""
+    per = ds.masks.reshape(ds.masks.shape[0], ds.masks.shape[1], -1).max(axis=2)  # [N,R]
+    if not per.any():
+        raise DataError(f"{ds.source}: every {role} mask is empty ({len(ds)} slices x "
+                        f"{ds.num_raters} raters): nothing to learn; wrong file?")
+    notes = []
+    empty_slices = np.flatnonzero(per.max(axis=1) == 0)
+    if len(empty_slices):
+        notes.append(f"{ds.source}: {len(empty_slices)} of {len(ds)} {role} slices have no rater "
+                     f"outline (e.g. {ds.ids[empty_slices[0]]}); they teach 'no nodule here'")
+    silent = [r for r in range(ds.num_raters) if not per[:, r].any()]
+    if silent:
+        notes.append(f"{ds.source}: rater(s) {silent} drew nothing in any {role} slice")
+    return notes
+
+
+def augment_crops(images: np.ndarray, masks: np.ndarray, flips: bool, rot90: bool,
+                  gamma: float, rng: np.random.RandomState) -> Tuple[np.ndarray, np.ndarray]:
+    """Geometric augmentation applied identically to each crop and its masks, plus an optional
+    intensity change that keeps the per-crop min-max normalisation of the inputs.
+
+    flips: mirror left-right and up-down, each with probability 1/2; rot90: rotate by k x 90
+    degrees, k uniform in 0..3 (together: all 8 symmetries of the square); gamma: map grey value
+    g to 255 (g/255)^y with log(y) uniform in [-gamma, gamma]. CT crops here are min-max
+    normalised per crop (0 and 255 are the crop's darkest and brightest values); a power curve
+    keeps 0 and 255 and the order of grey values, so the input still is a min-max normalised crop,
+    whereas shifting or scaling grey values would produce inputs the served model never sees."""
+    if not (flips or rot90 or gamma > 0):
+        return images, masks
+    images = images.copy()
+    masks = masks.copy()
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    for k in range(images.shape[0]):
+        img, msk = images[k], masks[k]
+        if flips:
+            if rng.randint(2):
+                img, msk = img[:, :, ::-1], msk[:, :, ::-1]
+            if rng.randint(2):
+                img, msk = img[:, ::-1, :], msk[:, ::-1, :]
+        if rot90:
+            turns = int(rng.randint(4))
+            img, msk = np.rot90(img, turns, axes=(1, 2)), np.rot90(msk, turns, axes=(1, 2))
+        if gamma > 0:
+            g = float(np.exp(rng.uniform(-gamma, gamma)))
+            lut = np.clip(np.rint(255.0 * levels ** g), 0, 255).astype(np.uint8)
+            img = lut[img]
+        images[k], masks[k] = img, msk
+    return images, masks

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint
 from .config import TrainConfig
 from .data import load_any, order_raters, to_tensors
 from .model import DPersona, ServingGraph
@@ -228,7 +228,7 @@ def export_bundle(checkpoint: str, out_dir: str, golden_data: str, golden_count:
                   dataset: str = "LIDC-IDRI (4 raters)", notes: Optional[str] = None,
                   roi: str = "lung") -> str:
     cfg, model, stage = load_checkpoint(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     metrics: Dict = {}
     if metrics_path:
         if not os.path.isfile(metrics_path):

@@ -36,8 +36,13 @@ def kl_diag_gaussians(mu_q, log_sigma_q, mu_p, log_sigma_p) -> torch.Tensor:
 def bound_loss(sample_probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """sample_probs [N,S,H,W] of prior samples, masks [N,R,H,W]: the pixelwise max of the samples
     against the union of the raters, the pixelwise min against their intersection."""
-    upper = sample_probs.max(dim=1).values
-    lower = sample_probs.min(dim=1).values
+    return bound_loss_from_extremes(sample_probs.max(dim=1).values,
+                                    sample_probs.min(dim=1).values, masks)
+
+
+def bound_loss_from_extremes(upper: torch.Tensor, lower: torch.Tensor,
+                             masks: torch.Tensor) -> torch.Tensor:
+    """`bound_loss` given the pixelwise max (upper) and min (lower) of the samples, [N,H,W]."""
     union = masks.max(dim=1).values
     inter = masks.min(dim=1).values
     return soft_dice_loss(upper, union) + soft_dice_loss(lower, inter)

@@ -158,19 +158,70 @@ class Fcomb(nn.Module):
 
     def feature_term(self, feats: torch.Tensor) -> torch.Tensor:
         w_f = self.first.weight[:, : self.feature_channels]
+        if feats.dim() == 4 and feats.is_contiguous(memory_format=torch.channels_last) \
+                and not feats.is_contiguous():
+            # Channels-last features are a [N*H*W, C] matrix: the 1x1 conv is one matrix product
+            # (PyTorch's CPU conv takes a slow path for 1x1 kernels at batch < 16).
+            n, c, h, w = feats.shape
+            out = F.linear(feats.permute(0, 2, 3, 1).reshape(n * h * w, c), w_f[:, :, 0, 0],
+                           self.first.bias)
+            return out.reshape(n, h, w, -1).permute(0, 3, 1, 2)
         return F.conv2d(feats, w_f, self.first.bias)
+
+    def z_term(self, z: torch.Tensor) -> torch.Tensor:
+        """W_z*z, the first layer's per-code bias: z [N,S,L] -> [N,S,W]."""
+        w_z = self.first.weight[:, self.feature_channels:, 0, 0]  # [W, L]
+        return torch.matmul(z, w_z.t())
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything after the first layer's ReLU: [B,W,H,W'] -> logits [B,1,H,W']."""
+        for conv in self.hidden:
+            x = F.relu(conv(x))
+        return self.last(x)
 
     def forward(self, feature_term: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """feature_term [N,W,H,W'] from `feature_term`, z [N,S,L] -> logits [N,S,H,W']."""
         n, width, h, w = feature_term.shape
-        w_z = self.first.weight[:, self.feature_channels:, 0, 0]  # [W, L]
-        z_term = torch.matmul(z, w_z.t())  # [N,S,W]
+        z_term = self.z_term(z)  # [N,S,W]
         x = F.relu(feature_term.unsqueeze(1) + z_term.unsqueeze(-1).unsqueeze(-1))
         x = x.flatten(0, 1)  # [N*S, W, H, W']
-        for conv in self.hidden:
-            x = F.relu(conv(x))
-        x = self.last(x)  # [N*S,1,H,W']
-        return x.reshape(n, z.shape[1], h, w)
+        return self.tail(x).reshape(n, z.shape[1], h, w)
+
+    @torch.no_grad()
+    def extreme_samples(self, feature_term: torch.Tensor, z: torch.Tensor
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per pixel, the index of the code with the highest and the lowest probability:
+        (argmax, argmin) [N,H,W'] of sigmoid(self(feature_term, z)) over S, as torch.max / torch.min
+        over dim 1 pick them. Computed without autograd a few images at a time, so the S decoded
+        maps are neither stored for backward nor all in memory at once. Blocks hold at least 16
+        maps: below that PyTorch's CPU convolution leaves oneDNN for a slower 1x1 path."""
+        n, width, h, w = feature_term.shape
+        s = z.shape[1]
+        z_term = self.z_term(z)  # [N,S,W]
+        per_block = max(1, -(-16 // s))
+        hi, lo = [], []
+        for i in range(0, n, per_block):
+            x = F.relu(feature_term[i:i + per_block, None]
+                       + z_term[i:i + per_block, :, :, None, None]).flatten(0, 1)
+            if feature_term.is_contiguous(memory_format=torch.channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)
+            probs = torch.sigmoid(self.tail(x)).view(-1, s, h, w)
+            hi.append(probs.max(dim=1).indices)
+            lo.append(probs.min(dim=1).indices)
+        return torch.cat(hi), torch.cat(lo)
+
+    def forward_selected(self, feature_term: torch.Tensor, z: torch.Tensor,
+                         index: torch.Tensor) -> torch.Tensor:
+        """Logits of the code z[n, index[n,y,x]] at each pixel: feature_term [N,W,H,W'], z [N,S,L],
+        index [N,H,W'] -> [N,H,W']. Equal to self(feature_term, z) gathered at `index` along S,
+        with gradients to the selected codes only (as max/min route them), at the cost of one map
+        per image instead of S."""
+        n, width, h, w = feature_term.shape
+        s = z.shape[1]
+        flat = (index.reshape(n, h * w) + s * torch.arange(n, device=index.device)[:, None])
+        per_pixel = self.z_term(z).reshape(n * s, width)[flat.reshape(-1)]  # [N*HW,W]
+        per_pixel = per_pixel.reshape(n, h, w, width).permute(0, 3, 1, 2)  # channels-last layout
+        return self.tail(F.relu(feature_term + per_pixel))[:, 0]
 
 
 # ---------------------------------------------------------------- stage II projection head

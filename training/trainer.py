@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from . import losses
-from .config import TrainConfig
-from .data import MultiRaterSet, order_raters, shift_crops, to_tensors
+from .config import TrainConfig, config_difference
+from .checkpoint import load_weights, read_checkpoint
+from .data import (MultiRaterSet, augment_crops, check_training_masks, order_raters,
+                   shift_crops, to_tensors)
 from .evaluate import evaluate_model
 from .model import DPersona, load_encoder_weights
 
@@ -54,6 +56,11 @@ def atomic_write_text(path: str, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def plain_state_dict(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """state_dict with contiguous (NCHW) tensors, whatever memory format training used."""
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
@@ -101,7 +108,7 @@ def save_curves(history: List[Dict], path: str, title: str) -> None:
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str, train_set: MultiRaterSet,
                  val_set: MultiRaterSet, device: Optional[str] = None, progress: bool = True,
-                 log=print):
+                 log=print, fast: bool = True, checkpoint_every: int = 50):
         R = cfg.model.num_raters
         for name, ds in (("training", train_set), ("validation", val_set)):
             if ds.num_raters != R:
@@ -114,6 +121,9 @@ class Trainer:
             if ds.images.shape[2:] != (size, size):
                 raise TrainingError(f"{ds.source}: {name} images are {ds.images.shape[2:]}, config "
                                     f"expects {size}x{size}")
+        for role, ds in (("training", train_set), ("validation", val_set)):
+            for note in check_training_masks(ds, role):
+                log(note)
         if cfg.val_samples < R:
             raise TrainingError(f"val_samples {cfg.val_samples} < {R} raters: checkpoint selection "
                                 f"on Dice_match needs at least one sample per rater")
@@ -124,6 +134,13 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed 128x128 shapes: let cuDNN pick kernels
         self.progress = progress
         self.log = log
+        # fast: the same losses and gradients computed for CPU speed (channels-last tensors, the
+        # bound loss decoding only the extreme sample per pixel); False: the direct formulation,
+        # kept for the equality test and the before/after benchmark.
+        self.fast = fast
+        # Steps between mid-epoch checkpoints (RUN/stageN/last.pt); 0: only at the end of epochs.
+        self.checkpoint_every = checkpoint_every
+        self.memory_format = torch.channels_last if fast else torch.contiguous_format
         self.train_images = train_set.images
         self.train_masks = order_raters(train_set.masks, cfg.rater_order)
         self.val_set = MultiRaterSet(val_set.images, order_raters(val_set.masks, cfg.rater_order),
@@ -133,9 +150,10 @@ class Trainer:
         if os.path.exists(cfg_path):
             with open(cfg_path) as f:
                 saved = json.load(f)
-            if saved != json.loads(cfg.to_json()):
-                raise TrainingError(f"{cfg_path} holds a different config; use a new --out "
-                                    f"directory or the same config")
+            diff = config_difference(saved, cfg.to_dict())
+            if diff:
+                raise TrainingError(f"{cfg_path} holds a different config ({diff}); use a new "
+                                    f"--out directory or the same config")
         else:
             atomic_write_text(cfg_path, cfg.to_json())
 
@@ -150,19 +168,33 @@ class Trainer:
             return self.cfg.images_per_epoch_stage2
         return self.cfg.images_per_epoch
 
-    def _batches(self, rng: np.random.RandomState, stage: int = 1):
+    def _epoch_order(self, rng: np.random.RandomState, stage: int) -> np.ndarray:
+        """The images of one epoch, in order: a fresh permutation, capped at the epoch size."""
         n = len(self.train_images)
         order = rng.permutation(n)
         cap = self._epoch_cap(stage)
         if cap is not None:
             order = order[: min(n, cap)]
+        return order
+
+    def _batches(self, rng: np.random.RandomState, stage: int = 1,
+                 order: Optional[np.ndarray] = None, start_batch: int = 0):
+        """Batches of one epoch from batch `start_batch` on (a resumed epoch), augmented: each
+        batch's random draws are made when it is produced, after the previous step."""
+        if order is None:
+            order = self._epoch_order(rng, stage)
         bs = self.cfg.batch_size
-        for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
+        cfg = self.cfg
+        starts = range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs)
+        for i in list(starts)[start_batch:]:
             idx = np.sort(order[i:i + bs])
             images, masks = shift_crops(self.train_images[idx], self.train_masks[idx],
-                                        self.cfg.shift_augment, rng)
+                                        cfg.shift_augment, rng)
+            images, masks = augment_crops(images, masks, cfg.flip_augment, cfg.rot90_augment,
+                                          cfg.gamma_augment, rng)
             img, msk = to_tensors(images, masks)
-            yield img.to(self.device), msk.to(self.device)
+            yield (img.to(self.device, memory_format=self.memory_format),
+                   msk.to(self.device, memory_format=self.memory_format))
 
     def _steps_per_epoch(self, stage: int) -> int:
         n = len(self.train_images)
@@ -181,14 +213,13 @@ class Trainer:
             cfg.epochs_stage1 if stage == 1 else cfg.epochs_stage2)
         sdir = self._stage_dir(stage)
         seed_everything(cfg.seed + stage)
-        model = DPersona(cfg.model).to(self.device)
+        model = self.prepare_model(DPersona(cfg.model))
         if stage == 1:
             if init_checkpoint:
                 # Fine-tuning: every stage-I weight starts from an earlier run's checkpoint.
                 if not os.path.isfile(init_checkpoint):
                     raise TrainingError(f"--init checkpoint {init_checkpoint} not found")
-                state = torch.load(init_checkpoint, map_location="cpu", weights_only=False)
-                model.load_state_dict(state["model"])
+                load_weights(model, read_checkpoint(init_checkpoint), init_checkpoint)
             elif cfg.encoder_weights:
                 load_encoder_weights(model, cfg.encoder_weights)
             params = [p for m in model.stage1_modules() for p in m.parameters()]
@@ -197,8 +228,7 @@ class Trainer:
             if not os.path.isfile(src):
                 raise TrainingError(f"stage II needs a stage I checkpoint: {src} not found "
                                     f"(train --stage 1 first or pass --init)")
-            state = torch.load(src, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["model"])
+            load_weights(model, read_checkpoint(src), src)
             for m in model.stage1_modules():
                 for p in m.parameters():
                     p.requires_grad_(False)
@@ -210,24 +240,45 @@ class Trainer:
         history: List[Dict] = []
         best = {"epoch": None, "score": -1.0}
         start_epoch, step = 0, 0
+        partial = None  # the state of an epoch interrupted after a mid-epoch checkpoint
         last_path = os.path.join(sdir, "last.pt")
         if resume:
             if not os.path.isfile(last_path):
                 raise TrainingError(f"--resume: no checkpoint at {last_path}")
-            ck = torch.load(last_path, map_location="cpu", weights_only=False)
-            model.load_state_dict(ck["model"])
+            ck = read_checkpoint(last_path, need=("model", "config", "optimizer", "epoch", "step",
+                                                  "history", "best", "numpy_rng", "torch_rng"))
+            self._check_resume(ck, last_path, stage, total_epochs)
+            load_weights(model, ck, last_path)
             optimizer.load_state_dict(ck["optimizer"])
             start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
             rng.set_state(ck["numpy_rng"])
             torch.set_rng_state(ck["torch_rng"])
-            self.log(f"resumed stage {stage} at epoch {start_epoch} (step {step})")
+            partial = ck.get("partial_epoch")
+            where = f"epoch {start_epoch + 1}, batch {partial['batch']}" if partial else \
+                f"the end of epoch {start_epoch}"
+            self.log(f"resumed stage {stage} at {where} (step {step}) from {last_path}")
         select_key = "dice_match" if stage == 1 else "heads_dice_match"
+
+        def save_last(epoch_done: int, partial_epoch: Optional[Dict]) -> None:
+            atomic_torch_save({"model": plain_state_dict(model), "optimizer": optimizer.state_dict(),
+                               "epoch": epoch_done, "step": step, "history": history,
+                               "best": best, "numpy_rng": rng.get_state(),
+                               "torch_rng": torch.get_rng_state(), "config": cfg.to_dict(),
+                               "stage": stage, "total_epochs": total_epochs,
+                               "partial_epoch": partial_epoch}, last_path)
+
         for epoch in range(start_epoch, total_epochs):
-            t0 = time.time()
             self._set_modes(model, stage)
-            sums: Dict[str, float] = {}
-            count = 0
-            bar = _progress(self._batches(rng, stage), steps_per_epoch,
+            if partial is not None:
+                order, first_batch = np.asarray(partial["order"]), partial["batch"]
+                sums, count, seconds = dict(partial["sums"]), partial["count"], partial["seconds"]
+                partial = None
+            else:
+                order, first_batch = self._epoch_order(rng, stage), 0
+                sums, count, seconds = {}, 0, 0.0
+            t0 = time.time()
+            bar = _progress(self._batches(rng, stage, order, first_batch),
+                            steps_per_epoch - first_batch,
                             f"stage {stage} epoch {epoch + 1}/{total_epochs}", self.progress)
             for img, msk in bar:
                 lr = cosine_lr(cfg.lr, step, total_steps)
@@ -250,7 +301,12 @@ class Trainer:
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{sums['loss'] / count:.4f}", lr=f"{lr:.2e}")
-            train_time = time.time() - t0
+                if self.checkpoint_every and count % self.checkpoint_every == 0 \
+                        and count < steps_per_epoch:
+                    # A stopped process loses at most checkpoint_every steps.
+                    save_last(epoch, {"order": order, "batch": count, "sums": sums,
+                                      "count": count, "seconds": seconds + time.time() - t0})
+            train_time = seconds + time.time() - t0
             val = self.validate(model, stage)
             entry = {"epoch": epoch + 1, "step": step, "train_seconds": round(train_time, 1),
                      "images_per_second": round(count * cfg.batch_size / max(train_time, 1e-9), 2),
@@ -259,13 +315,10 @@ class Trainer:
             score = val.get(select_key, -1.0)
             if score > best["score"]:
                 best = {"epoch": epoch + 1, "score": score, "key": select_key, "val": val}
-                atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict(),
+                atomic_torch_save({"model": plain_state_dict(model), "config": cfg.to_dict(),
                                    "stage": stage, "epoch": epoch + 1, "val": val},
                                   os.path.join(sdir, "best.pt"))
-            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                               "epoch": epoch + 1, "step": step, "history": history, "best": best,
-                               "numpy_rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                               "config": cfg.to_dict(), "stage": stage}, last_path)
+            save_last(epoch + 1, None)
             atomic_write_text(os.path.join(sdir, "metrics.json"), json.dumps(
                 {"stage": stage, "config": cfg.name, "history": history, "best": best}, indent=2))
             save_curves(history, os.path.join(sdir, "curves.png"), f"{cfg.name} stage {stage}")
@@ -273,6 +326,21 @@ class Trainer:
                      f"{entry['train']['loss']:.4f}, {entry['images_per_second']} img/s, val "
                      + ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
         return {"history": history, "best": best}
+
+    def _check_resume(self, ck: Dict, path: str, stage: int, total_epochs: int) -> None:
+        """A resumed run must continue the run that wrote the checkpoint: same config, same stage,
+        same schedule (the cosine learning rate depends on the total number of steps)."""
+        if int(ck.get("stage", stage)) != stage:
+            raise TrainingError(f"{path}: written by stage {ck.get('stage')}, not stage {stage}")
+        diff = config_difference(ck["config"], self.cfg.to_dict())
+        if diff:
+            raise TrainingError(f"{path}: the run was trained with a different config ({diff}); "
+                                f"resume with the run's config.json or start a new --out")
+        saved_epochs = ck.get("total_epochs")
+        if saved_epochs is not None and saved_epochs != total_epochs:
+            raise TrainingError(f"{path}: the run was scheduled for {saved_epochs} epochs, not "
+                                f"{total_epochs}: the learning-rate schedule would change; resume "
+                                f"with --epochs {saved_epochs} or start a new --out")
 
     def _set_modes(self, model: DPersona, stage: int) -> None:
         model.train()
@@ -282,7 +350,52 @@ class Trainer:
             for m in model.stage1_modules():
                 m.train(not self.cfg.freeze_backbone_stage2 if m is model.backbone else False)
 
+    def prepare_model(self, model: DPersona) -> DPersona:
+        """Move the model to the trainer's device and memory format."""
+        return model.to(self.device, memory_format=self.memory_format)
+
     def _stage1_loss(self, model: DPersona, img, msk, rng) -> Dict[str, torch.Tensor]:
+        if self.fast:
+            return self._stage1_loss_fast(model, img, msk, rng)
+        return self._stage1_loss_direct(model, img, msk, rng)
+
+    def _stage1_loss_fast(self, model: DPersona, img, msk, rng) -> Dict[str, torch.Tensor]:
+        """`_stage1_loss_direct`, same values and gradients, same random draws, less work: the
+        bound loss needs, per pixel, only the highest and the lowest of the S prior samples'
+        probabilities, and max/min pass gradients to that one sample. So the S samples are decoded
+        once without autograd to find which sample that is (`Fcomb.extreme_samples`), and only the
+        selected code per pixel is decoded with autograd (`Fcomb.forward_selected`), together with
+        the posterior sample: 3 maps per image through Fcomb's backward instead of 1 + S."""
+        cfg = self.cfg
+        n = img.shape[0]
+        L = cfg.model.latent_size
+        feats = model.backbone(img)
+        ft = model.fcomb.feature_term(feats)
+        mu_p, ls_p = model.prior(img)
+        mu_q, ls_q = model.posterior(torch.cat([img, msk], dim=1))
+        eps = torch.randn(n, 1, L, device=img.device)
+        if cfg.posterior_sample:
+            z = mu_q.unsqueeze(1) + torch.exp(ls_q).unsqueeze(1) * eps
+        else:
+            z = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps
+        rater = int(rng.randint(msk.shape[1]))
+        eps_b = torch.randn(n, cfg.bound_samples, L, device=img.device)
+        z_b = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps_b
+        upper_idx, lower_idx = model.fcomb.extreme_samples(ft, z_b)
+        codes = torch.cat([z, z_b], dim=1)  # code 0: the dice sample; 1..S: the bound samples
+        index = torch.cat([torch.zeros_like(upper_idx), upper_idx + 1, lower_idx + 1])
+        logits = model.fcomb.forward_selected(torch.cat([ft] * 3), torch.cat([codes] * 3), index)
+        probs, upper, lower = torch.sigmoid(logits).split(n)
+        dice = losses.soft_dice_loss(probs, msk[:, rater])
+        kl = losses.kl_diag_gaussians(mu_q, ls_q, mu_p, ls_p)
+        bound = losses.bound_loss_from_extremes(upper, lower, msk)
+        reg = losses.l2_norm_sum(list(model.prior.parameters()) + list(model.posterior.parameters())
+                                 + list(model.fcomb.regularised_parameters()))
+        loss = dice + cfg.kl_weight * kl + cfg.bound_weight * bound + cfg.l2_weight * reg
+        return {"loss": loss, "dice": dice.detach(), "kl": kl.detach(), "bound": bound.detach(),
+                "l2": reg.detach()}
+
+    def _stage1_loss_direct(self, model: DPersona, img, msk, rng) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
         n = img.shape[0]
         L = cfg.model.latent_size
