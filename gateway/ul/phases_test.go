@@ -496,6 +496,7 @@ func TestRequestorAwaitingReleaseRP(t *testing.T) {
 		"A-ABORT":                    {[]string{"A-ABORT"}, ErrPeerAborted},
 		"A-ASSOCIATE-RQ":             {[]string{"A-ASSOCIATE-RQ"}, ErrProtocol},
 		"A-ASSOCIATE-AC":             {[]string{"A-ASSOCIATE-AC"}, ErrProtocol},
+		"A-ASSOCIATE-RJ":             {[]string{"A-ASSOCIATE-RJ"}, ErrProtocol},
 		"unknown 0x09":               {[]string{"unknown 0x09"}, ErrProtocol},
 	} {
 		t.Run(name, func(t *testing.T) {
