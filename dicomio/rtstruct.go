@@ -266,6 +266,9 @@ var rtROIInterpretedTypes = map[string]bool{
 	"CONTROL": true, "DOSE_MEASUREMENT": true,
 }
 
+// ValidRTROIInterpretedType reports whether t is a defined term of RTROIInterpretedType.
+func ValidRTROIInterpretedType(t string) bool { return rtROIInterpretedTypes[t] }
+
 // CheckTG263Name reports why name is not an AAPM TG-263 structure name (nil when it is): at most
 // 16 characters, only letters, digits, underscore and caret, no spaces.
 func CheckTG263Name(name string) error {

@@ -49,6 +49,8 @@ type Job struct {
 	// processor also returns a rejection note (OutputRejectionNote) listing them.
 	Version      int
 	Predecessors map[string]ReplacedObject
+	// Encoding are the route's encoding options.
+	Encoding RouteEncoding
 }
 
 // OutputRejectionNote is the IOCM Key Object Selection "Rejected for Quality Reasons" that comes
@@ -485,7 +487,8 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 	}
 	resultVersion, preds := predecessors(cur, ev.StudyKey(), eventID, rt, version, se.SeriesInstanceUID)
 	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
-		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs, Version: resultVersion, Predecessors: preds}
+		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs, Version: resultVersion, Predecessors: preds,
+		Encoding: rt.Encoding}
 	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
 	start := time.Now()
 	segs, err := safeProcess(pctx, w.opt.Processor, job)

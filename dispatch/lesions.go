@@ -118,7 +118,7 @@ type LesionProcessor interface {
 // job's series. A series where no prompt can be placed gives no SEG and the reasons per prompt.
 func (p PipelineProcessor) ProcessLesions(ctx context.Context, job Job, lj LesionJob) ([]SEG, []LesionState, error) {
 	req := pipeline.Request{SeriesFiles: job.Files, StudyInstanceUID: job.StudyInstanceUID, Outputs: pipelineOutputs(job.Outputs),
-		Prompts: lj.Prompts, Screening: lj.Screening, SkipObjects: lj.Done}
+		Prompts: lj.Prompts, Screening: lj.Screening, SkipObjects: lj.Done, Encoding: job.Encoding.pipelineEncoding()}
 	var states []LesionState
 	for _, f := range lj.PromptFiles {
 		obj, err := dicomio.ReadPrompts(f)
@@ -271,7 +271,7 @@ func (w *inferWorker) processLesionRoute(ctx context.Context, ev StudyComplete, 
 		lj.PromptFiles = pf
 	}
 	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
-		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs}
+		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs, Encoding: rt.Encoding}
 	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
 	segs, states, err := lp.ProcessLesions(pctx, job, lj)
 	cancel()
@@ -392,7 +392,8 @@ func pipelineOutputs(outputs []string) []pipeline.Output {
 func segsOf(res *pipeline.Result) []SEG {
 	segs := make([]SEG, 0, len(res.SEGs))
 	for _, s := range res.SEGs {
-		segs = append(segs, SEG{Output: string(s.Output), SOPInstanceUID: s.SOPInstanceUID, Segments: s.Segments, Frames: s.Frames, Data: s.Data})
+		segs = append(segs, SEG{Output: string(s.Output), SOPInstanceUID: s.SOPInstanceUID, SOPClassUID: s.SOPClassUID,
+			SeriesInstanceUID: s.SeriesInstanceUID, Segments: s.Segments, Frames: s.Frames, Data: s.Data})
 	}
 	return segs
 }

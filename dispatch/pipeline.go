@@ -26,7 +26,8 @@ func (p PipelineProcessor) Process(ctx context.Context, job Job) ([]SEG, error) 
 	for _, o := range job.Outputs {
 		outs = append(outs, pipeline.Output(o))
 	}
-	enc := pipeline.Encoding{Version: job.Version}
+	enc := job.Encoding.pipelineEncoding()
+	enc.Version = job.Version
 	if len(job.Predecessors) > 0 {
 		enc.Predecessors = map[pipeline.Output]pipeline.Predecessor{}
 		for o, p := range job.Predecessors {
@@ -44,10 +45,5 @@ func (p PipelineProcessor) Process(ctx context.Context, job Job) ([]SEG, error) 
 		}
 		return nil, err
 	}
-	segs := make([]SEG, 0, len(res.SEGs))
-	for _, s := range res.SEGs {
-		segs = append(segs, SEG{Output: string(s.Output), SOPInstanceUID: s.SOPInstanceUID, SOPClassUID: s.SOPClassUID,
-			SeriesInstanceUID: s.SeriesInstanceUID, Segments: s.Segments, Frames: s.Frames, Data: s.Data})
-	}
-	return segs, nil
+	return segsOf(res), nil
 }

@@ -66,6 +66,26 @@ type Route struct {
 	// Lesions, when set, runs lesion mode: the model runs only on lesions marked in the study
 	// (see lesions.go).
 	Lesions *LesionRouting `json:"lesions,omitempty"`
+	// Encoding tunes the objects of this route (zero value: the defaults).
+	Encoding RouteEncoding `json:"encoding,omitempty"`
+}
+
+// RouteEncoding tunes a route's objects (pipeline.Encoding).
+type RouteEncoding struct {
+	// Bands are the lower bounds of the bands output's segments (default 0.25, 0.5, 0.75).
+	Bands []float64 `json:"bands,omitempty"`
+	// CompactSamples writes the samples only on slices where they disagree (elsewhere they
+	// equal the consensus).
+	CompactSamples bool `json:"compact_samples,omitempty"`
+	// RTStructSamples adds the samples as ROIs to the rtstruct output.
+	RTStructSamples bool `json:"rtstruct_samples,omitempty"`
+	// RTInterpretedType is the RTROIInterpretedType of the rtstruct ROIs (default GTV).
+	RTInterpretedType string `json:"rt_interpreted_type,omitempty"`
+}
+
+// pipelineEncoding is the pipeline's form of the route's encoding options.
+func (e RouteEncoding) pipelineEncoding() pipeline.Encoding {
+	return pipeline.Encoding{Bands: e.Bands, CompactSamples: e.CompactSamples, RTStructSamples: e.RTStructSamples, RTInterpretedType: e.RTInterpretedType}
 }
 
 // Destination is a downstream PACS or archive.
@@ -194,6 +214,9 @@ func (r Routing) Validate() error {
 			if err := pipeline.CheckOutputs([]pipeline.Output{pipeline.Output(o)}); err != nil {
 				return fmt.Errorf("%s: %w", where, err)
 			}
+		}
+		if err := rt.Encoding.pipelineEncoding().Check(); err != nil {
+			return fmt.Errorf("%s: encoding: %w", where, err)
 		}
 		for _, d := range rt.Destinations {
 			if !dests[d] {

@@ -83,6 +83,8 @@ func TestRoutingValidationNamesTheProblem(t *testing.T) {
 		{func(r *Routing) { r.Routes[0].Outputs = []string{"mask"} }, `unknown output "mask"`},
 		{func(r *Routing) { r.Routes[0].Outputs = nil }, "no outputs"},
 		{func(r *Routing) { r.Routes[0].Model = "" }, "model is empty"},
+		{func(r *Routing) { r.Routes[0].Encoding.Bands = []float64{0.5, 1} }, "probability band 1 must be in (0, 1)"},
+		{func(r *Routing) { r.Routes[0].Encoding.RTInterpretedType = "TUMOUR" }, `RT ROI interpreted type "TUMOUR"`},
 		{func(r *Routing) { r.Destinations[0].AETitle = "A_TITLE_THAT_IS_TOO_LONG" }, "longer than 16"},
 		{func(r *Routing) { r.Destinations[0].Port = 0 }, "port in 1..65535"},
 		{func(r *Routing) { r.Destinations[0].Kind = "ftp" }, `kind "ftp"`},

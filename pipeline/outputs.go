@@ -105,6 +105,19 @@ type Predecessor struct {
 	SeriesInstanceUID string
 }
 
+// Check reports the first option a request cannot use.
+func (e Encoding) Check() error {
+	for _, b := range e.Bands {
+		if !(b > 0 && b < 1) {
+			return fmt.Errorf("probability band %v must be in (0, 1)", b)
+		}
+	}
+	if e.RTInterpretedType != "" && !dicomio.ValidRTROIInterpretedType(e.RTInterpretedType) {
+		return fmt.Errorf("RT ROI interpreted type %q is not a defined term (GTV, CTV, PTV, ORGAN, CONTROL, ...)", e.RTInterpretedType)
+	}
+	return nil
+}
+
 // findingMaps gives one finding's masks and probabilities on the series grid.
 type findingMaps struct {
 	Finding *Finding
@@ -394,12 +407,8 @@ func (p *Processor) encodeSEG(job encodeJob, findings []findingMaps, o Output) (
 	m, series := job.manifest, job.series
 	n := len(series.Slices)
 	layers := job.layers(findings, o, false)
-	if o == OutputBands {
-		for _, lo := range job.enc.Bands {
-			if !(lo > 0 && lo < 1) {
-				return SEG{}, fmt.Errorf("probability band %v must be in (0, 1)", lo)
-			}
-		}
+	if err := job.enc.Check(); err != nil {
+		return SEG{}, err
 	}
 	var what, content string
 	desc := dicomio.SEGDescription{Type: dicomio.Binary, SeriesNumber: outputSeriesNumber(o), InstanceNumber: max(job.enc.Version, 1),
