@@ -14,6 +14,7 @@ import (
 	"dpersona/gateway/pdu"
 	"dpersona/gateway/scu"
 	"dpersona/gateway/ul"
+	"dpersona/internal/dicomstd"
 )
 
 // CStoreExporter delivers files with C-STORE over one association per job, using the project's
@@ -78,9 +79,19 @@ func (e *CStoreExporter) Export(ctx context.Context, files []ExportFile) ([]File
 	if len(order) == 0 {
 		return out, nil
 	}
-	// One context per (class, transfer syntax): the peer can accept both encodings.
+	// One context per (class, transfer syntax): the peer can accept both encodings, and the
+	// deflated one too for classes sent deflated (inflated when the peer does not take it).
+	deflated := map[string]bool{}
+	for _, p := range parsed {
+		if p != nil && p.meta.TransferSyntaxUID == dicomstd.DeflatedExplicitVRLittleEndian {
+			deflated[p.meta.MediaStorageSOPClassUID] = true
+		}
+	}
 	var props []scu.Proposal
 	for _, c := range order {
+		if deflated[c] {
+			props = append(props, scu.Proposal{AbstractSyntax: c, TransferSyntaxes: []string{dicomstd.DeflatedExplicitVRLittleEndian}})
+		}
 		props = append(props,
 			scu.Proposal{AbstractSyntax: c, TransferSyntaxes: []string{part10.ExplicitVRLittleEndian}},
 			scu.Proposal{AbstractSyntax: c, TransferSyntaxes: []string{part10.ImplicitVRLittleEndian}})
@@ -112,6 +123,18 @@ func (e *CStoreExporter) Export(ctx context.Context, files []ExportFile) ([]File
 			continue
 		}
 		class, ts, body := p.meta.MediaStorageSOPClassUID, p.meta.TransferSyntaxUID, p.body
+		if ts == dicomstd.DeflatedExplicitVRLittleEndian && !accepted[[2]string{class, ts}] {
+			plain, err := dicomstd.InflateFile(files[i].Data)
+			var off int64
+			if err == nil {
+				_, off, err = part10.ReadMeta(bufio.NewReader(bytes.NewReader(plain)))
+			}
+			if err != nil {
+				out[i] = FileStatus{Err: Permanentf("%s: the destination does not take deflated files and this one cannot be inflated: %w", files[i].SOPInstanceUID, err)}
+				continue
+			}
+			ts, body = part10.ExplicitVRLittleEndian, plain[off:]
+		}
 		if !accepted[[2]string{class, ts}] {
 			switch {
 			case ts == part10.ExplicitVRLittleEndian && accepted[[2]string{class, part10.ImplicitVRLittleEndian}]:

@@ -81,11 +81,15 @@ type RouteEncoding struct {
 	RTStructSamples bool `json:"rtstruct_samples,omitempty"`
 	// RTInterpretedType is the RTROIInterpretedType of the rtstruct ROIs (default GTV).
 	RTInterpretedType string `json:"rt_interpreted_type,omitempty"`
+	// Deflate sends the objects in the Deflated Explicit VR Little Endian transfer syntax
+	// (C-STORE proposes it and inflates for a peer that does not accept it).
+	Deflate bool `json:"deflate,omitempty"`
 }
 
 // pipelineEncoding is the pipeline's form of the route's encoding options.
 func (e RouteEncoding) pipelineEncoding() pipeline.Encoding {
-	return pipeline.Encoding{Bands: e.Bands, CompactSamples: e.CompactSamples, RTStructSamples: e.RTStructSamples, RTInterpretedType: e.RTInterpretedType}
+	return pipeline.Encoding{Bands: e.Bands, CompactSamples: e.CompactSamples, RTStructSamples: e.RTStructSamples,
+		RTInterpretedType: e.RTInterpretedType, Deflate: e.Deflate}
 }
 
 // Destination is a downstream PACS or archive.

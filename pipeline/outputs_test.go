@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"dpersona/dicomio"
+	"dpersona/internal/dicomstd"
 	"dpersona/internal/testutil"
 )
 
@@ -73,6 +74,61 @@ func TestNewVersionSupersedes(t *testing.T) {
 			if !strings.Contains(string(dump), want) {
 				t.Errorf("%s does not hold %s", o.Output, want)
 			}
+		}
+	}
+}
+
+// TestDeflatedOutputs: with Encoding.Deflate every object is in the deflated transfer syntax,
+// far smaller, and reads back (our reader, pydicom via dcmdump's decoder) with the same frames;
+// dicom3tools cannot read deflate, so dciodvfy checks the inflated file.
+func TestDeflatedOutputs(t *testing.T) {
+	s := series300(t)
+	s.Slices = s.Slices[140:161]
+	m := defaultManifest(t)
+	f := syntheticFinding(s, 4, len(m.Raters), false)
+	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
+	job := encodeJob{manifest: m, series: s, samples: 4, threshold: 0.5}
+	outs := []Output{OutputSamples, OutputRTStruct}
+	plain, err := p.encodeOutputs(job, []findingMaps{f}, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.enc.Deflate = true
+	deflated, err := p.encodeOutputs(job, []findingMaps{f}, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for i, o := range deflated {
+		factor := 10 // BINARY frames: mostly zero bits
+		if o.Output == OutputRTStruct {
+			factor = 3 // decimal text
+		}
+		if len(o.Data)*factor > len(plain[i].Data) {
+			t.Errorf("%s: deflated %d bytes, plain %d", o.Output, len(o.Data), len(plain[i].Data))
+		}
+		path := filepath.Join(dir, string(o.Output)+".dcm")
+		os.WriteFile(path, o.Data, 0o644)
+		dump, err := exec.Command(testutil.RequireTool(t, "dcmdump"), path).CombinedOutput()
+		if err != nil || !strings.Contains(string(dump), "Deflated Explicit VR Little Endian") {
+			t.Fatalf("%s: dcmdump: %v\n%.400s", o.Output, err, dump)
+		}
+		inflated, err := dicomstd.InflateFile(o.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ipath := filepath.Join(dir, string(o.Output)+"-inflated.dcm")
+		os.WriteFile(ipath, inflated, 0o644)
+		dciodvfyClean(t, ipath, string(o.Output))
+		if o.Output != OutputSamples {
+			continue
+		}
+		seg, err := dicomio.ReadSEG(path)
+		if err != nil {
+			t.Fatalf("ReadSEG of the deflated SEG: %v", err)
+		}
+		if len(seg.Frames) != o.Frames || o.Frames != plain[i].Frames {
+			t.Fatalf("deflated SEG reads back %d frames, wrote %d (plain %d)", len(seg.Frames), o.Frames, plain[i].Frames)
 		}
 	}
 }

@@ -66,6 +66,7 @@ func newInferCommand() *cobra.Command {
 	fs.BoolVar(&o.encoding.CompactSamples, "compact-samples", false, "samples output only on slices where the samples disagree (elsewhere they equal the consensus)")
 	fs.BoolVar(&o.encoding.RTStructSamples, "rtstruct-samples", false, "add the samples as ROIs to the rtstruct output")
 	fs.StringVar(&o.encoding.RTInterpretedType, "rt-interpreted-type", "", "RTROIInterpretedType of the rtstruct ROIs (default GTV)")
+	fs.BoolVar(&o.encoding.Deflate, "deflate", false, "write the objects in the Deflated Explicit VR Little Endian transfer syntax (a whole-series BINARY SEG shrinks about 400-fold)")
 	fs.Int64Var(&o.seed, "seed", 0, "noise seed (with the study UID: the same seed gives the same masks)")
 	fs.IntVar(&o.samples, "samples", 0, "stage-I samples S (default: the manifest's)")
 	fs.IntVar(&o.bank, "bank", 0, "stage-II bank size K (default: the manifest's)")
