@@ -51,7 +51,7 @@ var compressedTransferSyntaxes = map[string]bool{
 // decoder run later), then lossless compression, then lossy. Explicit VR big endian (retired) and
 // deflate are decoded too but left out: a sender always offers one of these as well.
 func DecodableTransferSyntaxes() []string {
-	return []string{dicomstd.ExplicitVRLittleEndian, "1.2.840.10008.1.2", // implicit VR little endian
+	return []string{dicomstd.ExplicitVRLittleEndian, dicomstd.ImplicitVRLittleEndian,
 		JPEGLosslessSV1, JPEGLossless, JPEGLSLossless, JPEG2000Lossless, RLELossless,
 		JPEGLSNearLossless, JPEG2000, JPEGBaseline8Bit, JPEGExtended12Bit}
 }

@@ -3,6 +3,8 @@ package dicomio
 import (
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"dpersona/internal/dicomstd"
 )
 
 // SEG is a decoded Segmentation object.
@@ -95,9 +97,9 @@ func ReadSEG(path string) (*SEG, error) {
 	}
 	ts := a.str(tag.TransferSyntaxUID)
 	if ts == "" {
-		ts = "1.2.840.10008.1.2"
+		ts = dicomstd.ImplicitVRLittleEndian
 	}
-	if !nativeTransferSyntaxes[ts] || ts == "1.2.840.10008.1.2.2" {
+	if !nativeTransferSyntaxes[ts] || ts == dicomstd.ExplicitVRBigEndian {
 		return nil, newErr(ErrCompressed, path, tagName(tag.TransferSyntaxUID), "%s", ts)
 	}
 	s.SOPInstanceUID = a.str(tag.SOPInstanceUID)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"dpersona/internal/dicomstd"
 )
 
 // Vec3 is a point or direction in the patient coordinate system (mm).
@@ -86,16 +88,16 @@ func LoadSeries(paths []string) (*Series, error) {
 // Transfer syntaxes whose pixel data is native (uncompressed); the compressed ones LoadSeries
 // decodes are in decode.go.
 var nativeTransferSyntaxes = map[string]bool{
-	"1.2.840.10008.1.2":      true, // implicit VR little endian
-	"1.2.840.10008.1.2.1":    true, // explicit VR little endian
-	"1.2.840.10008.1.2.2":    true, // explicit VR big endian (retired)
-	"1.2.840.10008.1.2.1.99": true, // deflated explicit VR little endian
+	dicomstd.ImplicitVRLittleEndian:         true,
+	dicomstd.ExplicitVRLittleEndian:         true,
+	dicomstd.ExplicitVRBigEndian:            true, // retired
+	dicomstd.DeflatedExplicitVRLittleEndian: true,
 }
 
 // NativeTransferSyntaxes lists the native (uncompressed) transfer syntaxes LoadSeries reads
 // directly; DecodableTransferSyntaxes adds the compressed ones it decodes.
 func NativeTransferSyntaxes() []string {
-	return []string{"1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+	return []string{dicomstd.ExplicitVRLittleEndian, dicomstd.ImplicitVRLittleEndian, dicomstd.ExplicitVRBigEndian, dicomstd.DeflatedExplicitVRLittleEndian}
 }
 
 // instance is one parsed file before series-level checks.
@@ -248,7 +250,7 @@ func parseInstance(a attrs, path string) (*instance, error) {
 	}
 	ts := a.str(tag.TransferSyntaxUID)
 	if ts == "" {
-		ts = "1.2.840.10008.1.2"
+		ts = dicomstd.ImplicitVRLittleEndian
 	}
 	if !nativeTransferSyntaxes[ts] {
 		return nil, newErr(ErrCompressed, name, tagName(tag.TransferSyntaxUID), "%s (%s): no decoder for this transfer syntax", ts, transferSyntaxName(ts))
@@ -288,7 +290,7 @@ func parseInstance(a attrs, path string) (*instance, error) {
 		return nil, newErr(ErrCompressed, name, tagName(tag.PixelData), "encapsulated pixel data under the native transfer syntax %s", ts)
 	}
 	raw := info.UnprocessedValueData
-	bigEndian := ts == "1.2.840.10008.1.2.2"
+	bigEndian := ts == dicomstd.ExplicitVRBigEndian
 	inst.pixels, err = decodeFrames(raw, bigEndian, pf, nFrames, rescales, name)
 	if err != nil {
 		return nil, err

@@ -17,12 +17,12 @@ import (
 	"dpersona/internal/dicomstd"
 )
 
-// Transfer syntaxes this package knows by name.
+// Transfer syntaxes this package knows by name (defined in dicomstd).
 const (
-	ImplicitVRLittleEndian = "1.2.840.10008.1.2"
-	ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
-	DeflatedExplicitVRLE   = "1.2.840.10008.1.2.1.99"
-	ExplicitVRBigEndian    = "1.2.840.10008.1.2.2"
+	ImplicitVRLittleEndian = dicomstd.ImplicitVRLittleEndian
+	ExplicitVRLittleEndian = dicomstd.ExplicitVRLittleEndian
+	DeflatedExplicitVRLE   = dicomstd.DeflatedExplicitVRLittleEndian
+	ExplicitVRBigEndian    = dicomstd.ExplicitVRBigEndian
 )
 
 // Tag is a (group, element) pair packed as group<<16 | element.

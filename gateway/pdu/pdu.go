@@ -489,7 +489,7 @@ func (ac *AssociateAC) Encode() []byte {
 		if ts == "" {
 			// The sub-item must be present even when the context is rejected (its value is then
 			// not significant); "implicit VR little endian" is what other acceptors send.
-			ts = "1.2.840.10008.1.2"
+			ts = dicomstd.ImplicitVRLittleEndian
 		}
 		v = appendItem(v, itemTransferSyntax, []byte(ts))
 		ctx = appendItem(ctx, itemPresentationCtxAC, v)

@@ -10,12 +10,6 @@ import (
 	"strings"
 )
 
-// DeflatedExplicitVRLittleEndian is the Deflated Explicit VR Little Endian transfer syntax
-// (PS3.5 A.5): the data set after the file meta group, in explicit VR little endian, compressed
-// with deflate (RFC 1951, no zlib header). Segmentations are mostly zero bits: a 100 MB BINARY
-// SEG deflates to a few hundred kilobytes.
-const DeflatedExplicitVRLittleEndian = "1.2.840.10008.1.2.1.99"
-
 // DeflateFile re-encodes a Part-10 file in explicit VR little endian with the deflated transfer
 // syntax (same file meta otherwise).
 func DeflateFile(data []byte) ([]byte, error) {

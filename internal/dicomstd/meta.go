@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 )
 
-// ExplicitVRLittleEndian is the transfer syntax of every file meta group (PS3.10 7.1).
-const ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
-
 // FileMeta is the file meta information (group 0002, PS3.10 7.1) that dpersona writes and reads.
 type FileMeta struct {
 	MediaStorageSOPClassUID    string
