@@ -206,3 +206,41 @@ func TestLesionRouteWaitsThenRunsEachPromptOnce(t *testing.T) {
 		t.Errorf("unknown study: %v", err)
 	}
 }
+
+// A lesion route that opted into screening runs the whole-lung mode when no prompt arrived, and
+// every segment says it is whole-lung screening.
+func TestLesionRouteWithoutPromptsScreens(t *testing.T) {
+	models, modelDir := tinyModels(t)
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	h := newHarness(t, b, data)
+	routing := Routing{Routes: []Route{{Name: "lung-lesions", Modality: "CT", Model: modelDir, Outputs: []string{OutputRaters},
+		Lesions: &LesionRouting{WithoutPrompts: WithoutPromptsScreening}}}}
+	h.infer(b, fastInfer(PipelineProcessor{Models: models}, routing))
+	ev := lidcStudy(t, data, "DPERSONA")
+	if err := b.PublishStudyComplete(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, b, "DPERSONA", ev.StudyInstanceUID, StateDone, 60*time.Second)
+	if len(st.Results) != 1 || len(st.Lesions) != 0 {
+		t.Fatalf("results %+v lesions %+v", st.Results, st.Lesions)
+	}
+	data2, err := b.results.GetBytes(context.Background(), st.Results[0].Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "raters.dcm")
+	if err := os.WriteFile(path, data2, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seg, err := dicomio.ReadSEG(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range seg.Segments {
+		if !strings.Contains(s.Label, "whole-lung screening") || s.TrackingUID != "" {
+			t.Errorf("segment %q (tracking %q): want the whole-lung screening label and no tracking", s.Label, s.TrackingUID)
+		}
+	}
+}
