@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"dpersona/internal/dicomstd"
 	"dpersona/internal/testutil"
 )
 
@@ -34,7 +35,7 @@ func FuzzReadFileHeader(f *testing.F) {
 		if off < 132 || off > int64(len(b)) {
 			t.Fatalf("data set offset %d outside the %d-byte input", off, len(b))
 		}
-		if len(inst.SOPInstanceUID) > maxScanValue || len(m.TransferSyntaxUID) > maxMetaLength {
+		if len(inst.SOPInstanceUID) > maxScanValue || len(m.TransferSyntaxUID) > dicomstd.MaxFileMetaLength {
 			t.Fatalf("value longer than its limit")
 		}
 	})

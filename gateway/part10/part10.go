@@ -44,93 +44,19 @@ const (
 
 func (t Tag) String() string { return fmt.Sprintf("(%04X,%04X)", uint32(t)>>16, uint32(t)&0xFFFF) }
 
-// ErrNotPart10 means the input has no "DICM" marker after a 128-byte preamble.
-var ErrNotPart10 = errors.New("not a DICOM Part-10 file (no DICM marker after the 128-byte preamble)")
+// ErrNotPart10 means the input has no "DICM" marker after a 128-byte preamble; ErrMalformed wraps
+// data set and file meta structure errors. Both are dicomstd's, so errors.Is works with either name.
+var (
+	ErrNotPart10 = dicomstd.ErrNotPart10
+	ErrMalformed = dicomstd.ErrMalformed
+)
 
-// ErrMalformed wraps data set structure errors.
-var ErrMalformed = errors.New("malformed DICOM data")
-
-// Meta is the file meta information the gateway writes and reads (dicomstd.FileMeta: one
-// definition for the reader here and the one encoder).
+// Meta is the file meta information the gateway writes and reads (dicomstd.FileMeta).
 type Meta = dicomstd.FileMeta
 
-// maxMetaLength bounds the meta group: it holds a handful of UIDs and short strings.
-const maxMetaLength = 64 * 1024
-
 // ReadMeta reads the preamble and the meta group from r, leaving r at the first byte of the data
-// set. It returns the meta information and the number of bytes consumed (the data set offset).
-func ReadMeta(r *bufio.Reader) (Meta, int64, error) {
-	var m Meta
-	head := make([]byte, 132)
-	if _, err := io.ReadFull(r, head); err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return m, 0, ErrNotPart10
-		}
-		return m, 0, err
-	}
-	if string(head[128:132]) != "DICM" {
-		return m, 0, ErrNotPart10
-	}
-	off := int64(132)
-	total := 0
-	for {
-		peek, err := r.Peek(8)
-		if err != nil {
-			if err == io.EOF && len(peek) == 0 {
-				break // a file that is all meta: an empty data set
-			}
-			return m, off, fmt.Errorf("%w: file meta group truncated", ErrMalformed)
-		}
-		if binary.LittleEndian.Uint16(peek) != 0x0002 {
-			break
-		}
-		elem := binary.LittleEndian.Uint16(peek[2:])
-		vr := string(peek[4:6])
-		hdr := 8
-		var n uint32
-		if dicomstd.LongVR(vr) {
-			lb, err := r.Peek(12)
-			if err != nil {
-				return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
-			}
-			n = binary.LittleEndian.Uint32(lb[8:])
-			hdr = 12
-		} else {
-			n = uint32(binary.LittleEndian.Uint16(peek[6:]))
-		}
-		total += hdr + int(n)
-		if n == 0xFFFFFFFF || total > maxMetaLength {
-			return m, off, fmt.Errorf("%w: file meta group longer than %d bytes or of undefined length", ErrMalformed, maxMetaLength)
-		}
-		if _, err := r.Discard(hdr); err != nil {
-			return m, off, err
-		}
-		v := make([]byte, n)
-		if _, err := io.ReadFull(r, v); err != nil {
-			return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
-		}
-		off += int64(hdr) + int64(n)
-		s := strings.TrimRight(string(v), "\x00 ")
-		switch elem {
-		case 0x0002:
-			m.MediaStorageSOPClassUID = s
-		case 0x0003:
-			m.MediaStorageSOPInstanceUID = s
-		case 0x0010:
-			m.TransferSyntaxUID = s
-		case 0x0012:
-			m.ImplementationClassUID = s
-		case 0x0013:
-			m.ImplementationVersionName = s
-		case 0x0016:
-			m.SourceAETitle = strings.TrimSpace(s)
-		}
-	}
-	if m.TransferSyntaxUID == "" {
-		return m, off, fmt.Errorf("%w: file meta group has no TransferSyntaxUID (0002,0010)", ErrMalformed)
-	}
-	return m, off, nil
-}
+// set (dicomstd.ReadFileMeta).
+func ReadMeta(r *bufio.Reader) (Meta, int64, error) { return dicomstd.ReadFileMeta(r) }
 
 // EncodeMeta returns the preamble, "DICM" and the meta group for m (see dicomstd.EncodeFileMeta).
 func EncodeMeta(m Meta) []byte { return dicomstd.EncodeFileMeta(m) }

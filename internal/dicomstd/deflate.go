@@ -1,13 +1,11 @@
 package dicomstd
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 )
 
 // DeflateFile re-encodes a Part-10 file in explicit VR little endian with the deflated transfer
@@ -56,51 +54,11 @@ func InflateFile(data []byte) ([]byte, error) {
 	return append(EncodeFileMeta(m), plain...), nil
 }
 
-// splitFile reads the file meta group (explicit VR little endian, PS3.10 7.1) and returns it with
-// the data set bytes after it.
+// splitFile reads the file meta group (ReadFileMeta) and returns it with the data set bytes after it.
 func splitFile(data []byte) (FileMeta, []byte, error) {
-	var m FileMeta
-	if len(data) < 144 || string(data[128:132]) != "DICM" {
-		return m, nil, errors.New("not a Part-10 file (no DICM prefix)")
+	m, off, err := ReadFileMeta(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		return m, nil, err
 	}
-	if binary.LittleEndian.Uint16(data[132:]) != 0x0002 || binary.LittleEndian.Uint16(data[134:]) != 0x0000 || string(data[136:138]) != "UL" {
-		return m, nil, errors.New("file meta group does not start with its group length")
-	}
-	end := 144 + int(binary.LittleEndian.Uint32(data[140:]))
-	if end > len(data) {
-		return m, nil, errors.New("file meta group length runs past the end of the file")
-	}
-	for p := 144; p < end; {
-		if p+8 > end {
-			return m, nil, errors.New("truncated file meta element")
-		}
-		elem, vr := binary.LittleEndian.Uint16(data[p+2:]), string(data[p+4:p+6])
-		n, hdr := int(binary.LittleEndian.Uint16(data[p+6:])), 8
-		if LongVR(vr) {
-			if p+12 > end {
-				return m, nil, errors.New("truncated file meta element")
-			}
-			n, hdr = int(binary.LittleEndian.Uint32(data[p+8:])), 12
-		}
-		if p+hdr+n > end {
-			return m, nil, errors.New("file meta element runs past the group")
-		}
-		v := strings.TrimRight(string(data[p+hdr:p+hdr+n]), " \x00")
-		switch elem {
-		case 0x0002:
-			m.MediaStorageSOPClassUID = v
-		case 0x0003:
-			m.MediaStorageSOPInstanceUID = v
-		case 0x0010:
-			m.TransferSyntaxUID = v
-		case 0x0012:
-			m.ImplementationClassUID = v
-		case 0x0013:
-			m.ImplementationVersionName = v
-		case 0x0016:
-			m.SourceAETitle = v
-		}
-		p += hdr + n
-	}
-	return m, data[end:], nil
+	return m, data[off:], nil
 }

@@ -258,3 +258,24 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Fatal("SyncDir of a missing directory succeeded")
 	}
 }
+
+func TestReadFileMeta(t *testing.T) {
+	m := FileMeta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.66.4", MediaStorageSOPInstanceUID: "1.2.3",
+		TransferSyntaxUID: DeflatedExplicitVRLittleEndian, ImplementationClassUID: "2.25.1", ImplementationVersionName: "X", SourceAETitle: "CT1"}
+	b := append(EncodeFileMeta(m), 0x08, 0x00, 0x16, 0x00, 'U', 'I', 0, 0) // the data set's first element
+	got, off, err := ReadFileMeta(bufio.NewReader(bytes.NewReader(b)))
+	if err != nil || got != m || off != int64(len(b)-8) {
+		t.Fatalf("round trip: %+v at %d, %v; want %+v at %d", got, off, err, m, len(b)-8)
+	}
+	if _, _, err := ReadFileMeta(bufio.NewReader(bytes.NewReader(make([]byte, 200)))); !errors.Is(err, ErrNotPart10) {
+		t.Errorf("no DICM marker: %v", err)
+	}
+	noTS := EncodeFileMeta(FileMeta{MediaStorageSOPClassUID: "1.2", MediaStorageSOPInstanceUID: "1.3"})
+	if _, _, err := ReadFileMeta(bufio.NewReader(bytes.NewReader(noTS))); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "TransferSyntaxUID") {
+		t.Errorf("no transfer syntax: %v", err)
+	}
+	huge := append(EncodeFileMeta(m)[:132:132], 0x02, 0x00, 0x01, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0x7F)
+	if _, _, err := ReadFileMeta(bufio.NewReader(bytes.NewReader(huge))); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a 2 GB meta element: %v", err)
+	}
+}

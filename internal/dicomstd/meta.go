@@ -1,8 +1,19 @@
 package dicomstd
 
 import (
+	"bufio"
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
 )
+
+// ErrNotPart10 means the input has no "DICM" marker after a 128-byte preamble.
+var ErrNotPart10 = errors.New("not a DICOM Part-10 file (no DICM marker after the 128-byte preamble)")
+
+// ErrMalformed wraps data set and file meta structure errors.
+var ErrMalformed = errors.New("malformed DICOM data")
 
 // FileMeta is the file meta information (group 0002, PS3.10 7.1) that dpersona writes and reads.
 type FileMeta struct {
@@ -62,4 +73,84 @@ func EncodeFileMeta(m FileMeta) []byte {
 	out = append(out, 0x02, 0x00, 0x00, 0x00, 'U', 'L', 4, 0) // (0002,0000) UL, 4 bytes
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
 	return append(out, body...)
+}
+
+// MaxFileMetaLength bounds the file meta group: it holds a handful of UIDs and short strings.
+const MaxFileMetaLength = 64 * 1024
+
+// ReadFileMeta reads the preamble and the file meta group from r, leaving r at the first byte of
+// the data set. It returns the meta information and the number of bytes consumed (the data set
+// offset). The group is read element by element while the group number is 0002 (its group
+// length is not trusted), at most MaxFileMetaLength bytes, and must name a transfer syntax.
+func ReadFileMeta(r *bufio.Reader) (FileMeta, int64, error) {
+	var m FileMeta
+	head := make([]byte, 132)
+	if _, err := io.ReadFull(r, head); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return m, 0, ErrNotPart10
+		}
+		return m, 0, err
+	}
+	if string(head[128:132]) != "DICM" {
+		return m, 0, ErrNotPart10
+	}
+	off := int64(132)
+	total := 0
+	for {
+		peek, err := r.Peek(8)
+		if err != nil {
+			if err == io.EOF && len(peek) == 0 {
+				break // a file that is all meta: an empty data set
+			}
+			return m, off, fmt.Errorf("%w: file meta group truncated", ErrMalformed)
+		}
+		if binary.LittleEndian.Uint16(peek) != 0x0002 {
+			break
+		}
+		elem := binary.LittleEndian.Uint16(peek[2:])
+		vr := string(peek[4:6])
+		hdr := 8
+		var n uint32
+		if LongVR(vr) {
+			lb, err := r.Peek(12)
+			if err != nil {
+				return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
+			}
+			n = binary.LittleEndian.Uint32(lb[8:])
+			hdr = 12
+		} else {
+			n = uint32(binary.LittleEndian.Uint16(peek[6:]))
+		}
+		total += hdr + int(n)
+		if n == 0xFFFFFFFF || total > MaxFileMetaLength {
+			return m, off, fmt.Errorf("%w: file meta group longer than %d bytes or of undefined length", ErrMalformed, MaxFileMetaLength)
+		}
+		if _, err := r.Discard(hdr); err != nil {
+			return m, off, err
+		}
+		v := make([]byte, n)
+		if _, err := io.ReadFull(r, v); err != nil {
+			return m, off, fmt.Errorf("%w: file meta element (0002,%04X) truncated", ErrMalformed, elem)
+		}
+		off += int64(hdr) + int64(n)
+		s := strings.TrimRight(string(v), "\x00 ")
+		switch elem {
+		case 0x0002:
+			m.MediaStorageSOPClassUID = s
+		case 0x0003:
+			m.MediaStorageSOPInstanceUID = s
+		case 0x0010:
+			m.TransferSyntaxUID = s
+		case 0x0012:
+			m.ImplementationClassUID = s
+		case 0x0013:
+			m.ImplementationVersionName = s
+		case 0x0016:
+			m.SourceAETitle = strings.TrimSpace(s)
+		}
+	}
+	if m.TransferSyntaxUID == "" {
+		return m, off, fmt.Errorf("%w: file meta group has no TransferSyntaxUID (0002,0010)", ErrMalformed)
+	}
+	return m, off, nil
 }
