@@ -164,6 +164,20 @@ def load_png_tree(root: str, num_raters: Optional[int] = None) -> MultiRaterSet:
 
 
 def load_any(path: str, num_raters: Optional[int] = None) -> MultiRaterSet:
+    """An .npz, a PNG tree, or several .npz files separated by commas (the parts written by
+    `python3 -m training.parts`), concatenated in the order given."""
+    if "," in path:
+        parts = [load_any(p, num_raters) for p in path.split(",") if p]
+        first = parts[0]
+        for part in parts[1:]:
+            if part.images.shape[1:] != first.images.shape[1:] or \
+                    part.masks.shape[1:] != first.masks.shape[1:]:
+                raise DataError(f"{part.source}: images {part.images.shape[1:]} / masks "
+                                f"{part.masks.shape[1:]} differ from {first.source}'s "
+                                f"{first.images.shape[1:]} / {first.masks.shape[1:]}")
+        return MultiRaterSet(np.concatenate([p.images for p in parts]),
+                             np.concatenate([p.masks for p in parts]),
+                             [i for p in parts for i in p.ids], path)
     ds = load_png_tree(path, num_raters) if os.path.isdir(path) else load_npz(path)
     if num_raters is not None and ds.num_raters != num_raters:
         raise DataError(f"{path}: {ds.num_raters} raters but the config expects {num_raters}")

@@ -290,3 +290,26 @@ def test_config_files_without_the_new_fields_still_resume(tmp_path, lidc_small):
     with open(tmp_path / "config.json", "w") as f:
         json.dump(d, f)
     quiet_trainer(cfg, tmp_path, train, val)
+
+
+def test_parts_split_by_patient_and_read_back_as_one_set(tmp_path, lidc_val):
+    from training.data import load_any
+    from training.parts import split
+    sub = lidc_val.subset(range(200))
+    src = tmp_path / "sub_train.npz"
+    np.savez_compressed(src, images=sub.images[:, 0], masks=sub.masks)
+    (tmp_path / "sub_train.ids.txt").write_text("\n".join(sub.ids) + "\n")
+    size_mib = os.path.getsize(src) / 2 ** 20
+    files = split(str(src), str(tmp_path / "parts"), max_mib=size_mib / 2.5)
+    assert len(files) >= 3
+    for f in files:
+        assert os.path.getsize(f) <= size_mib / 2.5 * 2 ** 20
+    parts = [load_any(f) for f in files]
+    seen = [set(p.patients()) for p in parts]
+    for i in range(len(seen)):
+        for j in range(i + 1, len(seen)):
+            assert not seen[i] & seen[j]  # no patient in two parts
+    back = load_any(",".join(files))
+    np.testing.assert_array_equal(back.images, sub.images)
+    np.testing.assert_array_equal(back.masks, sub.masks)
+    assert back.ids == sub.ids
