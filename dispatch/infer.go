@@ -242,6 +242,7 @@ func (w *inferWorker) handle(ctx context.Context, it *workItem) {
 			next = &c
 		} else if cur != nil {
 			next.Lesions = cur.Lesions // prompts already run stay run (a late prompt runs alone)
+			next.ImagesKey = cur.ImagesKey
 		}
 		next.State, next.Reason, next.Attempts, next.Worker = StateInferring, "", attempt, w.opt.Name
 		return next, nil
@@ -315,13 +316,18 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 		return nil, err
 	}
 	lesionSeries := map[string]bool{}
+	imagesUnchanged := prior != nil && prior.ImagesKey != "" && prior.ImagesKey == imagesKey(ev)
+	skippedUnchanged := false
 	for _, se := range ev.Series {
 		if promptSeries(se) {
 			continue // prompts for the image series, never processed as images
 		}
 		for _, rt := range w.opt.Routing.Match(ev, se) {
-			if len(ev.Prompts) > 0 && rt.Lesions == nil {
-				continue // a lesion request runs the lesion-mode routes only
+			if rt.Lesions == nil && (len(ev.Prompts) > 0 || imagesUnchanged) {
+				// A lesion request, or an event that only added prompts (an SR after the
+				// images): the whole-series routes already ran on these images.
+				skippedUnchanged = true
+				continue
 			}
 			matched = true
 			version, err := w.modelVersion(rt.Model)
@@ -368,9 +374,13 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 	}
 	unrouted := unroutedPrompts(ev, lesionSeries, eventID)
 	if !matched {
-		if len(unrouted) > 0 {
-			// Nothing ran; the study state still says why each prompt was not used.
-			return []routeResult{{lesions: unrouted}}, nil
+		if len(unrouted) > 0 || skippedUnchanged {
+			// Nothing ran; the study state still says why (each prompt, the unchanged images).
+			var notes []string
+			if skippedUnchanged && len(ev.Prompts) == 0 {
+				notes = append(notes, "only lesion prompts (SR, GSPS, RTSTRUCT) arrived since the images were processed, and no lesion-mode route takes them: the earlier results stand")
+			}
+			return []routeResult{{lesions: unrouted, notes: notes}}, nil
 		}
 		return nil, nil
 	}
@@ -627,6 +637,7 @@ func (w *inferWorker) publishResults(ctx context.Context, ev StudyComplete, even
 		}
 		next.Results = nil
 		next.Notes = nil
+		next.ImagesKey = imagesKey(ev)
 		for _, rr := range results {
 			next.Lesions = append(next.Lesions, rr.lesions...)
 			next.Notes = append(next.Notes, rr.notes...)

@@ -244,3 +244,35 @@ func TestLesionRouteWithoutPromptsScreens(t *testing.T) {
 		}
 	}
 }
+
+// An SR that arrives after the images does not run the whole-series routes again on the same
+// images: the model runs once, and the study says why nothing new was produced.
+func TestPromptOnlyEventDoesNotRerunWholeSeriesRoutes(t *testing.T) {
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	h := newHarness(t, b, data)
+	proc := newFixtureProcessor("w1")
+	h.infer(b, fastInfer(proc, ctRoute()))
+	ctx := context.Background()
+	ev := ct2Study(t, data, "DPERSONA", ct2StudyUID)
+	if err := b.PublishStudyComplete(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	first := waitState(t, b, "DPERSONA", ct2StudyUID, StateDone, 30*time.Second)
+	sr := place(t, ev.Dir, "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2", "1.2.840.10008.5.1.4.1.1.88.33",
+		testutil.Testdata("dicom", "prompts", "lidc-ct-0005-length-sr.dcm"))
+	ev.Series = append(ev.Series, SeriesRef{SeriesInstanceUID: "1.2.826.0.1.3680043.8.498.1", Modality: "SR", Instances: []InstanceRef{sr}})
+	ev.CompletedAt = time.Now()
+	if err := b.PublishStudyComplete(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	var st *StudyState
+	testutil.WaitFor(t, 30*time.Second, "the SR event handled", func() bool {
+		st, _ = b.StudyState(ctx, "DPERSONA", ct2StudyUID)
+		return st != nil && st.State == StateDone && st.EventID != first.EventID
+	})
+	if proc.Calls(ct2StudyUID) != 1 || !strings.Contains(st.Reason, "only lesion prompts") {
+		t.Fatalf("model ran %d times; state reason %q", proc.Calls(ct2StudyUID), st.Reason)
+	}
+}

@@ -48,6 +48,9 @@ type StudyState struct {
 	// Lesions are the prompts of lesion-mode routes and what became of each, over all events of
 	// the study; Notes say why a route produced nothing (e.g. no prompt arrived).
 	Lesions []LesionState `json:"lesions,omitempty"`
+	// ImagesKey identifies the image instances (all but lesion prompts) of the last event whose
+	// routes all ran: an event that only adds prompts does not run the whole-series routes again.
+	ImagesKey string `json:"images_key,omitempty"`
 	Notes   []string      `json:"notes,omitempty"`
 	// Superseded lists every object a later version of the results replaced, oldest first.
 	Superseded []ReplacedObject `json:"superseded,omitempty"`
@@ -217,6 +220,7 @@ func (b *Bus) markReceived(ctx context.Context, ev StudyComplete, eventID string
 		next := newReceivedState(ev, eventID).after(cur)
 		if cur != nil {
 			next.Lesions = cur.Lesions // prompts already run stay run (a late prompt runs alone)
+			next.ImagesKey = cur.ImagesKey
 		}
 		return next, nil
 	})
