@@ -30,6 +30,10 @@ func codeItem(c Code) []element {
 	return []element{attr(tag.CodeValue, c.Code), attr(tag.CodingSchemeDesignator, c.Scheme), attr(tag.CodeMeaning, c.Meaning)}
 }
 
+// Manufacturer is the Manufacturer (0008,0070) of every object the gateway writes; a prompt
+// reader uses it to tell the gateway's own output from a person's marks.
+const Manufacturer = "dpersona"
+
 // Equipment is the General Equipment and Enhanced General Equipment modules: the software that
 // made the object. Enhanced General Equipment makes every field Type 1, so all are required, and a
 // placeholder such as "0" tells a reader nothing: DeviceSerialNumber names this installation.

@@ -24,6 +24,12 @@ var nonLesionROITypes = map[string]bool{
 }
 
 func readRTSTRUCTPrompts(a attrs, obj *PromptObject) {
+	// The gateway's own rtstruct output, sent back by a PACS that forwards everything, is not a
+	// radiologist's mark: taking it as a prompt would segment the gateway's output again.
+	if a.str(tag.Manufacturer) == Manufacturer {
+		obj.issue("", "", ErrPromptUnsupported, tagName(tag.Manufacturer), "%q: the structure set is this gateway's own output, not a prompt", Manufacturer)
+		return
+	}
 	type roi struct{ name, forUID, kind string }
 	rois := map[int]*roi{}
 	for _, it := range a.items(tag.StructureSetROISequence) {

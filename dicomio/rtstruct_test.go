@@ -344,3 +344,34 @@ func TestRTStructRejectsBadDescriptions(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnRTStructIsNotAPrompt: the gateway's own structure set, if a PACS sends it back, gives no
+// lesion prompt (it would otherwise segment its own output again), while the same contours
+// from another manufacturer are prompts.
+func TestOwnRTStructIsNotAPrompt(t *testing.T) {
+	s := loadFixture(t, "lidc-ct-0005")
+	masks := lidcReaderMasks(t, "lidc-ct-0005", s)[:1]
+	for _, c := range []struct {
+		manufacturer string
+		prompts      bool
+	}{{Manufacturer, false}, {"Treatment Planning Inc", true}} {
+		eq := testEquipment
+		eq.Manufacturer = c.manufacturer
+		data, _, err := EncodeRTStruct(s, RTStructDescription{Equipment: eq, StructureSetLabel: "DPERSONA", ROIs: roiDescs("GTVp_R1")}, masks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), "rt.dcm")
+		os.WriteFile(p, data, 0o644)
+		obj, err := ReadPrompts(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(obj.Prompts) > 0; got != c.prompts {
+			t.Errorf("manufacturer %q: %d prompts, issues %v", c.manufacturer, len(obj.Prompts), obj.Issues)
+		}
+		if !c.prompts && (len(obj.Issues) != 1 || !errors.Is(obj.Issues[0].Err, ErrPromptUnsupported)) {
+			t.Errorf("own structure set: issues %v, want one naming it as the gateway's output", obj.Issues)
+		}
+	}
+}

@@ -268,7 +268,7 @@ func (p *Processor) encodeRejectionNote(job encodeJob) (SEG, error) {
 }
 
 func (p *Processor) equipment() dicomio.Equipment {
-	return dicomio.Equipment{Manufacturer: "dpersona", ManufacturerModelName: "dpersona gateway",
+	return dicomio.Equipment{Manufacturer: dicomio.Manufacturer, ManufacturerModelName: "dpersona gateway",
 		DeviceSerialNumber: truncate(p.DeviceSerialNumber, 64), SoftwareVersions: truncate(p.SoftwareVersion, 64)}
 }
 
