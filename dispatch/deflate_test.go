@@ -14,8 +14,9 @@ import (
 
 // TestDeflatedObjectsReachEveryPeer: a SEG in the Deflated Explicit VR Little Endian transfer
 // syntax (pipeline Encoding.Deflate) goes as it is to a peer that accepts deflate (dcmtk's
-// storescp preferring it, Orthanc) and is inflated, then converted, for a peer that takes only
-// implicit VR little endian; what arrives has the source's content every time.
+// storescp preferring it, Orthanc over C-STORE and over STOW-RS) and is inflated, then
+// converted, for a peer that takes only implicit VR little endian; what arrives has the source's
+// content every time.
 func TestDeflatedObjectsReachEveryPeer(t *testing.T) {
 	src := testutil.Testdata("dicom", "odd-23x38x3-dcmqi", "label.seg.dcm")
 	plain := segFile(t, src)
@@ -68,5 +69,15 @@ func TestDeflatedObjectsReachEveryPeer(t *testing.T) {
 	}
 	if meta["TransferSyntax"] != dicomstd.DeflatedExplicitVRLittleEndian {
 		t.Fatalf("Orthanc received the SEG in %q, want it deflated", meta["TransferSyntax"])
+	}
+
+	// DICOMweb STOW-RS takes the deflated file as it is (application/dicom is any transfer syntax).
+	web := testutil.StartOrthanc(t, testutil.OrthancOptions{})
+	st, err = (&STOWExporter{URL: orthancSTOW(web).URL}).Export(context.Background(), []ExportFile{file})
+	if err != nil || st[0].Err != nil {
+		t.Fatalf("STOW-RS of the deflated SEG: %v %+v", err, st)
+	}
+	if segs := orthancSEGs(t, web); len(segs) != 1 {
+		t.Fatalf("Orthanc (STOW-RS) holds %v", segs)
 	}
 }
