@@ -292,6 +292,13 @@ func fitLO(wordings ...string) string {
 	return truncate(wordings[len(wordings)-1], 64)
 }
 
+// byModel says what an object holds and which model made it in at most 64 characters, keeping
+// the model version whole: "expert styles by dpersona-lidc-lite 2026.11.28-2", else the model
+// and version alone, else what and the version, else the version.
+func byModel(what string, m *inference.Manifest) string {
+	return fitLO(what+" by "+modelWords(m), modelWords(m), what+", model version "+m.Version, "model version "+m.Version)
+}
+
 // seriesDescription marks the series as AI output in the first words a PACS list shows.
 func seriesDescription(m *inference.Manifest, what string) string {
 	return fitLO("AI "+m.Algorithm.Name+" "+what, "AI "+what)
@@ -444,7 +451,7 @@ func (p *Processor) encodeSEG(job encodeJob, findings []findingMaps, o Output) (
 		desc.Type, desc.MaxFractionalValue = dicomio.Fractional, 255
 	}
 	desc.SeriesDescription = seriesDescription(m, m.Segment.Label+" "+what)
-	desc.ContentDescription = fitLO(content+" by "+modelWords(m), modelWords(m))
+	desc.ContentDescription = byModel(content, m)
 	var masks [][][]uint8
 	for _, l := range layers {
 		f := l.finding.Finding
@@ -506,7 +513,7 @@ func (p *Processor) encodeRTStruct(job encodeJob, findings []findingMaps) (SEG, 
 		interpreted = "GTV"
 	}
 	desc := dicomio.RTStructDescription{
-		StructureSetLabel: "DPERSONA", StructureSetName: fitLO(m.Segment.Label+" outlines by "+modelWords(m), modelWords(m)),
+		StructureSetLabel: "DPERSONA", StructureSetName: byModel(m.Segment.Label+" outlines", m),
 		SeriesNumber: outputSeriesNumber(OutputRTStruct), InstanceNumber: max(job.enc.Version, 1),
 		SeriesInstanceUID: StableSeriesUID(series.StudyInstanceUID, series.SeriesInstanceUID, OutputRTStruct, m.Name),
 		SeriesDescription: seriesDescription(m, m.Segment.Label+" contours"),

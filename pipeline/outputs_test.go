@@ -132,3 +132,71 @@ func TestDeflatedOutputs(t *testing.T) {
 		}
 	}
 }
+
+// TestSegmentWordsAndColours: every segment of every SEG has a display colour (rater styles an
+// ordered ramp, samples one family, the consensus its own), the series says it is AI output, and
+// ContentDescription names the whole model version or falls back to a wording that fits, never
+// cut in the middle.
+func TestSegmentWordsAndColours(t *testing.T) {
+	s := series300(t)
+	s.Slices = s.Slices[140:161]
+	m := defaultManifest(t)
+	f := syntheticFinding(s, 4, len(m.Raters), false)
+	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
+	job := encodeJob{manifest: m, series: s, samples: 4, threshold: 0.5}
+	outs := []Output{OutputRaters, OutputSamples, OutputConsensus, OutputBands}
+	objs, err := p.encodeOutputs(job, []findingMaps{f}, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	colours := map[string]Output{}
+	for _, o := range objs {
+		path := filepath.Join(dir, string(o.Output)+".dcm")
+		os.WriteFile(path, o.Data, 0o644)
+		dump, err := exec.Command(testutil.RequireTool(t, "dcmdump"), "+L", path).CombinedOutput()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var labs []string
+		for _, l := range strings.Split(string(dump), "\n") {
+			l = strings.TrimSpace(l)
+			switch {
+			case strings.HasPrefix(l, "(0062,000d)"):
+				labs = append(labs, strings.Fields(l)[2])
+			case strings.HasPrefix(l, "(0008,103e)"):
+				if !strings.Contains(l, "[AI ") {
+					t.Errorf("%s: SeriesDescription %s does not start with AI", o.Output, l)
+				}
+			case strings.HasPrefix(l, "(0070,0081)"):
+				if !strings.Contains(l, m.Name+" "+m.Version) {
+					t.Errorf("%s: ContentDescription %s does not name %s %s", o.Output, l, m.Name, m.Version)
+				}
+			}
+		}
+		if len(labs) != o.Segments {
+			t.Fatalf("%s: %d colours for %d segments", o.Output, len(labs), o.Segments)
+		}
+		for _, c := range labs {
+			if prev, dup := colours[c]; dup && (prev != o.Output || o.Output != OutputSamples && o.Output != OutputBands && o.Output != OutputRaters) {
+				t.Errorf("%s reuses colour %s of %s", o.Output, c, prev)
+			}
+			colours[c] = o.Output
+		}
+	}
+	// Rater styles from the smallest to the largest outline: a ramp getting darker.
+	prev := 256.0
+	for r := range m.Raters {
+		c := rampColor(raterRamp, r, len(m.Raters))
+		if l := 0.2126*float64(c[0]) + 0.7152*float64(c[1]) + 0.0722*float64(c[2]); l >= prev {
+			t.Errorf("rater %d colour %v is not darker than rater %d's", r+1, c, r)
+		} else {
+			prev = l
+		}
+	}
+	long := *m
+	long.Name = strings.Repeat("very-long-model-name-", 3)
+	if d := byModel("expert styles", &long); len(d) > 64 || d != "expert styles, model version "+m.Version {
+		t.Errorf("ContentDescription for a long model name: %q", d)
+	}
+}
