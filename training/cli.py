@@ -108,7 +108,7 @@ def cmd_train(args) -> int:
                       log=lambda m: print(m, file=sys.stderr, flush=True),
                       fast=not args.direct_losses, checkpoint_every=args.checkpoint_every)
     result = trainer.train(args.stage, resume=args.resume, init_checkpoint=args.init,
-                           epochs=args.epochs)
+                           epochs=args.epochs, reschedule=args.reschedule)
     print(json.dumps(result["best"], indent=2))
     return 0
 
@@ -135,6 +135,8 @@ def cmd_evaluate(args) -> int:
     device = torch.device(args.device) if args.device else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    from .evaluate import for_cpu_inference
+    for_cpu_inference(model, device)
     res = evaluate_model(model, ds, samples=args.samples or cfg.default_samples,
                          bank_size=args.bank or cfg.default_bank_size, heads=(stage == 2),
                          threshold=cfg.threshold, seed=args.seed, device=device)
@@ -185,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config field, e.g. --set batch_size=24 --set model.stem_width=32")
     pt.add_argument("--epochs", type=int, help="override the stage's epoch count")
     pt.add_argument("--resume", action="store_true", help="continue from RUN/stageN/last.pt")
+    pt.add_argument("--reschedule", action="store_true",
+                    help="with --resume and a new --epochs: continue the cosine learning-rate "
+                         "schedule over the new total (shorten or extend a run on purpose)")
     pt.add_argument("--init", help="stage 2: stage I checkpoint (default RUN/stage1/best.pt); "
                                    "stage 1: a checkpoint to fine-tune from")
     pt.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")

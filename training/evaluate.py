@@ -17,6 +17,21 @@ def make_noise(n: int, samples: int, bank_size: int, latent: int, generator: tor
     return eps_s, eps_b
 
 
+def model_memory_format(model: DPersona) -> torch.memory_format:
+    """channels_last when the model's convolutions are (see `for_cpu_inference`)."""
+    w = model.backbone.encoder.conv1.weight
+    return torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) and \
+        not w.is_contiguous() else torch.contiguous_format
+
+
+def for_cpu_inference(model: DPersona, device: torch.device) -> DPersona:
+    """On the CPU, channels-last tensors run the narrow convolutions of this model 2-3x faster
+    (oneDNN's NCHW kernels for 8-16 channels are slow); same values within float rounding."""
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 @torch.no_grad()
 def evaluate_model(model: DPersona, ds: MultiRaterSet, samples: int, bank_size: int,
                    heads: bool = True, threshold: float = 0.5, seed: int = 1337,
@@ -28,8 +43,10 @@ def evaluate_model(model: DPersona, ds: MultiRaterSet, samples: int, bank_size: 
     gen = torch.Generator().manual_seed(seed)
     acc = MetricAccumulator(ds.num_raters, threshold)
     L = model.cfg.latent_size
+    fmt = model_memory_format(model)
     for i in range(0, len(ds), batch_size):
         img, _ = to_tensors(ds.images[i:i + batch_size], ds.masks[i:i + batch_size])
+        img = img.contiguous(memory_format=fmt)
         raters = ds.masks[i:i + batch_size]
         eps_s, eps_b = make_noise(img.shape[0], samples, bank_size if heads else 1, L, gen)
         img = img.to(device)

@@ -26,7 +26,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data import MultiRaterSet, load_any, order_raters, shift_crops, to_tensors
-from .evaluate import make_noise
+from .evaluate import for_cpu_inference, make_noise
 from .metrics import MetricAccumulator
 
 GROUPS = ("small", "medium", "large", "no outline")
@@ -68,13 +68,14 @@ def score_model(model, ds: MultiRaterSet, samples: int, bank: int, seed: int,
                 threshold: float, batch_size: int = 16) -> MetricAccumulator:
     """As evaluate.evaluate_model (same noise draws), keeping the per-image rows."""
     model.eval()
+    for_cpu_inference(model, torch.device("cpu"))
     gen = torch.Generator().manual_seed(seed)
     acc = MetricAccumulator(ds.num_raters, threshold)
     L = model.cfg.latent_size
     for i in range(0, len(ds), batch_size):
         img, _ = to_tensors(ds.images[i:i + batch_size], ds.masks[i:i + batch_size])
         eps_s, eps_b = make_noise(img.shape[0], samples, bank, L, gen)
-        sp, rp = model.serve(img, eps_s, eps_b)
+        sp, rp = model.serve(img.contiguous(memory_format=torch.channels_last), eps_s, eps_b)
         sp, rp = sp.numpy(), rp.numpy()
         for j in range(img.shape[0]):
             acc.update(ds.masks[i + j], sp[j], rp[j])

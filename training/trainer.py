@@ -205,7 +205,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self, stage: int, resume: bool = False, init_checkpoint: Optional[str] = None,
-              epochs: Optional[int] = None) -> Dict:
+              epochs: Optional[int] = None, reschedule: bool = False) -> Dict:
+        """reschedule: with resume, accept an epoch count other than the checkpoint's and
+        continue the cosine learning-rate schedule over the new total from the current step
+        (to shorten or extend a run deliberately)."""
         cfg = self.cfg
         if stage not in (1, 2):
             raise TrainingError(f"stage must be 1 or 2, got {stage}")
@@ -247,7 +250,10 @@ class Trainer:
                 raise TrainingError(f"--resume: no checkpoint at {last_path}")
             ck = read_checkpoint(last_path, need=("model", "config", "optimizer", "epoch", "step",
                                                   "history", "best", "numpy_rng", "torch_rng"))
-            self._check_resume(ck, last_path, stage, total_epochs)
+            self._check_resume(ck, last_path, stage, None if reschedule else total_epochs)
+            if ck["epoch"] > total_epochs:
+                raise TrainingError(f"{last_path}: already {ck['epoch']} epochs, more than "
+                                    f"--epochs {total_epochs}")
             load_weights(model, ck, last_path)
             optimizer.load_state_dict(ck["optimizer"])
             start_epoch, step, history, best = ck["epoch"], ck["step"], ck["history"], ck["best"]
@@ -327,7 +333,8 @@ class Trainer:
                      + ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float)))
         return {"history": history, "best": best}
 
-    def _check_resume(self, ck: Dict, path: str, stage: int, total_epochs: int) -> None:
+    def _check_resume(self, ck: Dict, path: str, stage: int,
+                      total_epochs: Optional[int]) -> None:
         """A resumed run must continue the run that wrote the checkpoint: same config, same stage,
         same schedule (the cosine learning rate depends on the total number of steps)."""
         if int(ck.get("stage", stage)) != stage:
@@ -337,10 +344,11 @@ class Trainer:
             raise TrainingError(f"{path}: the run was trained with a different config ({diff}); "
                                 f"resume with the run's config.json or start a new --out")
         saved_epochs = ck.get("total_epochs")
-        if saved_epochs is not None and saved_epochs != total_epochs:
+        if total_epochs is not None and saved_epochs is not None and saved_epochs != total_epochs:
             raise TrainingError(f"{path}: the run was scheduled for {saved_epochs} epochs, not "
                                 f"{total_epochs}: the learning-rate schedule would change; resume "
-                                f"with --epochs {saved_epochs} or start a new --out")
+                                f"with --epochs {saved_epochs}, or pass --reschedule to continue "
+                                f"the schedule over {total_epochs} epochs")
 
     def _set_modes(self, model: DPersona, stage: int) -> None:
         model.train()

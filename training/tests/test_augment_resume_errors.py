@@ -251,6 +251,8 @@ def test_resume_with_another_config_or_schedule_is_refused(tmp_path, lidc_small)
         quiet_trainer(other, tmp_path, train, val)
     with pytest.raises(TrainingError, match=r"last.pt: the run was scheduled for 2 epochs, not 3"):
         quiet_trainer(cfg, tmp_path, train, val).train(1, resume=True, epochs=3)
+    with pytest.raises(TrainingError, match=r"last.pt: already 2 epochs, more than --epochs 1"):
+        quiet_trainer(cfg, tmp_path, train, val).train(1, resume=True, epochs=1, reschedule=True)
     # a checkpoint copied in from a run with another config
     last = tmp_path / "stage1" / "last.pt"
     ck = torch.load(last, weights_only=False)
@@ -313,3 +315,24 @@ def test_parts_split_by_patient_and_read_back_as_one_set(tmp_path, lidc_val):
     np.testing.assert_array_equal(back.images, sub.images)
     np.testing.assert_array_equal(back.masks, sub.masks)
     assert back.ids == sub.ids
+
+
+def test_reschedule_continues_the_cosine_over_the_new_total(tmp_path, lidc_small):
+    train, val = lidc_small
+    cfg = tiny()
+    cfg.images_per_epoch = 8
+    cfg.val_limit = 2
+    quiet_trainer(cfg, tmp_path, train, val).train(1, epochs=1)
+    tr = quiet_trainer(cfg, tmp_path, train, val)
+    seen = []
+    original = tr._stage1_loss
+
+    def spy(model, img, msk, rng):
+        seen.append(model)
+        return original(model, img, msk, rng)
+    tr._stage1_loss = spy
+    out = tr.train(1, resume=True, epochs=3, reschedule=True)
+    assert [h["epoch"] for h in out["history"]] == [1, 2, 3]
+    assert len(seen) == 4  # epochs 2 and 3, 2 steps each
+    ck = torch.load(tmp_path / "stage1" / "last.pt", weights_only=False)
+    assert ck["total_epochs"] == 3

@@ -114,3 +114,17 @@ def test_channels_last_feature_term_is_the_conv():
     want = model.fcomb.feature_term(feats)
     got = model.fcomb.feature_term(feats.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_channels_last_evaluation_equals_nchw(lidc_val):
+    from training.evaluate import evaluate_model, for_cpu_inference
+    cfg = lite()
+    torch.manual_seed(4)
+    model = DPersona(cfg.model)
+    ds = lidc_val.subset(range(6))
+    want = evaluate_model(model, ds, samples=4, bank_size=8, batch_size=3)
+    got = evaluate_model(for_cpu_inference(model, torch.device("cpu")), ds, samples=4,
+                         bank_size=8, batch_size=3)
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert np.allclose(got[k], v, atol=2e-3), (k, got[k], v)
