@@ -97,13 +97,17 @@ func TestProcessLesions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dciodvfy := testutil.RequireTool(t, "dciodvfy")
 	for _, seg := range res.SEGs {
 		path := writeSEG(t, seg)
-		if out, err := exec.Command("dciodvfy", path).CombinedOutput(); err == nil || true {
-			for _, line := range strings.Split(string(out), "\n") {
-				if strings.HasPrefix(line, "Error") {
-					t.Errorf("%s: dciodvfy: %s", seg.Output, line)
-				}
+		// dciodvfy exits non-zero on warnings too; its "Error" lines are what must not appear.
+		out, _ := exec.Command(dciodvfy, path).CombinedOutput()
+		if !strings.Contains(string(out), "Segmentation") && !strings.Contains(string(out), "RTStructureSet") {
+			t.Errorf("%s: dciodvfy did not recognise the object:\n%s", seg.Output, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "Error") {
+				t.Errorf("%s: dciodvfy: %s", seg.Output, line)
 			}
 		}
 		if seg.Output == OutputRTStruct {
