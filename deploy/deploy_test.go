@@ -403,3 +403,79 @@ func TestExampleConfigsStartServe(t *testing.T) {
 		})
 	}
 }
+
+// The one shutdown deadline of serve (shutdown_timeout, set in every example config) fits, with
+// 10 s to spare for the process to exit, in the grace period of every target that stops it: the
+// systemd unit's TimeoutStopSec, the compose gateway's stop_grace_period and every Kubernetes
+// workload's terminationGracePeriodSeconds. Otherwise SIGKILL would cut a shutdown that is still
+// finishing instances in flight.
+func TestShutdownDeadlineFitsGracePeriods(t *testing.T) {
+	const spare = 10 * time.Second
+	configs := map[string]string{configFile: readDeploy(t, configFile)}
+	for _, o := range loadK8s(t) {
+		if o.kind() == "ConfigMap" {
+			configs["ConfigMap/"+o.name()] = str(get(o.doc, "data", "dpersona.json"))
+		}
+	}
+	var longest time.Duration
+	for where, text := range configs {
+		var c struct {
+			ShutdownTimeout string `json:"shutdown_timeout"`
+		}
+		if err := json.Unmarshal([]byte(text), &c); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		d, err := time.ParseDuration(c.ShutdownTimeout)
+		if err != nil || d <= 0 {
+			t.Errorf("%s: shutdown_timeout %q must be set explicitly (a duration), so it is reviewed with the grace periods", where, c.ShutdownTimeout)
+			continue
+		}
+		longest = max(longest, d)
+	}
+	if longest == 0 {
+		return
+	}
+	grace := map[string]time.Duration{}
+	stop := unitDirectives(readDeploy(t, unitFile))["TimeoutStopSec"]
+	if len(stop) != 1 {
+		t.Fatalf("%s: want one TimeoutStopSec, got %v", unitFile, stop)
+	}
+	if d, err := time.ParseDuration(stop[0]); err == nil {
+		grace[unitFile+" TimeoutStopSec"] = d
+	} else {
+		t.Errorf("%s: TimeoutStopSec %q: %v", unitFile, stop[0], err)
+	}
+	doc := loadYAML(t, deployPath(composeFile))[deployPath(composeFile)][0]
+	if d, err := time.ParseDuration(str(get(doc, "services", "gateway", "stop_grace_period"))); err == nil {
+		grace[composeFile+" gateway stop_grace_period"] = d
+	} else {
+		t.Errorf("%s: the gateway service needs a stop_grace_period (Docker's default is 10 s): %v", composeFile, err)
+	}
+	for _, o := range loadK8s(t) {
+		if o.kind() != "Deployment" && o.kind() != "StatefulSet" {
+			continue
+		}
+		secs, ok := asSeconds(get(o.doc, "spec", "template", "spec", "terminationGracePeriodSeconds"))
+		if !ok {
+			t.Errorf("%s %s: no terminationGracePeriodSeconds (Kubernetes' default is 30 s)", o.kind(), o.name())
+			continue
+		}
+		grace[o.kind()+"/"+o.name()+" terminationGracePeriodSeconds"] = time.Duration(secs) * time.Second
+	}
+	for where, g := range grace {
+		if longest+spare > g {
+			t.Errorf("%s is %v: shorter than shutdown_timeout %v + %v to exit", where, g, longest, spare)
+		}
+	}
+}
+
+// asSeconds reads a YAML number (decoded as int or float64).
+func asSeconds(v any) (int, bool) {
+	switch n := v.(type) {
+	case int:
+		return n, true
+	case float64:
+		return int(n), true
+	}
+	return 0, false
+}

@@ -10,6 +10,7 @@ import (
 
 	"dpersona/gateway"
 	"dpersona/gateway/ul"
+	"dpersona/internal/lifecycle"
 )
 
 // duration is a time.Duration written as a Go duration string ("10s", "5m") in JSON.
@@ -53,7 +54,10 @@ type serveConfig struct {
 	DenySOPClasses  []string `json:"deny_sop_classes,omitempty"`
 	AcceptBigEndian bool     `json:"accept_big_endian,omitempty"`
 	MaxAssociations int      `json:"max_associations"`
-	MaxPDULength    uint32   `json:"max_pdu_length"`
+	// MaxPendingPerHost bounds the connections of one address not yet admitted (0: the gateway's
+	// default, max_associations and at least 8).
+	MaxPendingPerHost int    `json:"max_pending_per_host,omitempty"`
+	MaxPDULength      uint32 `json:"max_pdu_length"`
 	// MinFreeMB: below this much free disk space new associations are rejected (transient,
 	// local limit exceeded) and C-STOREs get "out of resources".
 	MinFreeMB uint64 `json:"min_free_mb"`
@@ -66,7 +70,13 @@ type serveConfig struct {
 		Read  duration `json:"read"`
 		Idle  duration `json:"idle"`
 		Write duration `json:"write"`
+		// Pending bounds TLS handshake + A-ASSOCIATE-RQ of a new connection (not yet admitted).
+		Pending duration `json:"pending"`
 	} `json:"timeouts"`
+	// ShutdownTimeout is the one deadline of a shutdown (SIGTERM or a failed listener): every
+	// listener, worker and the bus stop within it. Keep it below the deployment's grace period
+	// (systemd TimeoutStopSec, Kubernetes terminationGracePeriodSeconds).
+	ShutdownTimeout duration `json:"shutdown_timeout"`
 	// LogLevel: debug, info, warn, error.
 	LogLevel string `json:"log_level"`
 	// APIToken protects /api/ with a bearer token ("" = open; env DPERSONA_API_TOKEN overrides).
@@ -100,7 +110,9 @@ func defaultServeConfig() serveConfig {
 		MinFreeMB:       512,
 		MaxInstanceMB:   2048,
 		LogLevel:        "info",
+		ShutdownTimeout: duration(lifecycle.DefaultShutdownTimeout),
 	}
+	c.Timeouts.Pending = duration(gateway.DefaultPendingTimeout)
 	d := ul.DefaultConfig()
 	c.Timeouts.ARTIM = duration(d.ARTIM)
 	c.Timeouts.Read = duration(d.ReadTimeout)
@@ -146,7 +158,7 @@ func knownConfigKeys() map[string]bool {
 	for k := range m {
 		keys[k] = true
 	}
-	for _, k := range []string{"ae_titles", "peers", "allow_sop_classes", "deny_sop_classes", "accept_big_endian", "api_token"} {
+	for _, k := range []string{"ae_titles", "peers", "allow_sop_classes", "deny_sop_classes", "accept_big_endian", "api_token", "max_pending_per_host"} {
 		keys[k] = true
 	}
 	return keys
@@ -171,6 +183,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.QuietWindow <= 0 {
 		problems = append(problems, "quiet_window must be positive")
+	}
+	if c.ShutdownTimeout <= 0 || time.Duration(c.ShutdownTimeout) > 10*time.Minute {
+		problems = append(problems, fmt.Sprintf("shutdown_timeout %v is not between 0 and 10m", time.Duration(c.ShutdownTimeout)))
 	}
 	if c.MaxPDULength != 0 && c.MaxPDULength < 4096 {
 		problems = append(problems, fmt.Sprintf("max_pdu_length %d is below 4096", c.MaxPDULength))

@@ -24,6 +24,7 @@ import (
 	"dpersona/gateway/store"
 	"dpersona/inference"
 	"dpersona/internal/httpapi"
+	"dpersona/internal/lifecycle"
 	"dpersona/internal/obs"
 	"dpersona/pipeline"
 )
@@ -210,8 +211,10 @@ func (o *serveOptions) busConfig(dataDir string, ns natsSection) dispatch.BusCon
 	return cfg
 }
 
-// runServe runs the roles until ctx ends, then shuts down in order: the DICOM listener (current
-// instances finish), the workers, study assembly, HTTP, the bus.
+// runServe runs the roles until ctx ends or a listener fails (lifecycle.Group: the process then
+// exits non-zero for its supervisor to restart it), then shuts down in order within the one
+// shutdown_timeout: the DICOM listeners (current instances finish), HTTP, the workers and study
+// assembly, the bus.
 func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 	level, err := obs.ParseLevel(cfg.LogLevel)
 	if err != nil {
@@ -224,10 +227,15 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	// One process per data directory, locked before anything in it is touched (the store empties
+	// incoming/, the embedded NATS opens its store): a second serve is refused, naming the first.
+	lock, err := lifecycle.LockDataDir(dataDir)
+	if err != nil {
+		return err
 	}
+	defer lock.Unlock()
 	obs.WatchDiskFree(dataDir)
+	life := lifecycle.NewGroup(logger, time.Duration(cfg.ShutdownTimeout))
 	roles, err := parseRoles(opts.roles)
 	if err != nil {
 		return err
@@ -266,15 +274,13 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("event bus: %w", err)
 	}
-	defer bus.Close()
+	defer bus.Close() // on an early return; at shutdown the group closes it (Close is idempotent)
+	life.OnStop("event bus", func(context.Context) error { bus.Close(); return nil })
 	bus.SetObserver(metricsObserver())
 	watchQueueDepths(bus)
-	checks := []obs.Check{{Name: "nats", Func: func(context.Context) error {
-		if !bus.Conn().IsConnected() {
-			return errors.New("not connected to NATS")
-		}
-		return nil
-	}}}
+	// "nats": connected, JetStream answering and, embedded, its store able to write (not after a
+	// disk-full failure until it recovered); "shutdown": off as soon as stopping begins.
+	checks := []obs.Check{{Name: "nats", Func: bus.Healthy}, {Name: "shutdown", Func: life.Ready}}
 
 	// Routing: config routes and destinations, --forward-to and --stow-to, the default model.
 	sources.ForwardTo, sources.StowTo = opts.forwardTo, opts.stowTo
@@ -291,8 +297,9 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	workers := newWorkerGroup(logger)
-	defer workers.stop()
+	life.OnStop("workers", func(ctx context.Context) error { cancelRun(); return workers.stop(ctx) })
 	workers.run(runCtx, "study state watch", func(c context.Context) error { bus.WatchStudyStates(c); return nil })
+	workers.run(runCtx, "bus storage recovery", bus.RunStorageRecovery)
 	moves := false
 	if roles.infer {
 		models, err := pipeline.OpenModels(ctx, routing.Models(), func(dir string) (*inference.Engine, error) {
@@ -336,10 +343,10 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 	logger.Info("roles started", "ingest", roles.ingest, "infer", roles.infer, "dispatch", roles.dispatch,
 		"routes", len(routing.Routes), "destinations", strings.Join(dests, ","), "nats", orEmbedded(bus.ClientURL()))
 
-	// Ingest: the DICOM listeners and study assembly.
+	// Ingest: study assembly and the DICOM server; its listeners start last, below.
 	var asm *assembly.Assembler
 	var srv *gateway.Server
-	var asmDone chan struct{}
+	var dicomListeners []func()
 	if roles.ingest {
 		st, err := store.Open(dataDir, store.Options{})
 		if err != nil {
@@ -349,53 +356,44 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 		if err != nil {
 			return err
 		}
-		srv, err = gateway.NewServer(gateway.Config{Policy: cfg.policy(), MaxAssociations: cfg.MaxAssociations, UL: cfg.ulConfig(),
+		srv, err = gateway.NewServer(gateway.Config{Policy: cfg.policy(), MaxAssociations: cfg.MaxAssociations, MaxPendingPerHost: cfg.MaxPendingPerHost,
+			PendingTimeout: time.Duration(cfg.Timeouts.Pending), UL: cfg.ulConfig(),
 			MinFreeBytes: cfg.MinFreeMB << 20, MaxInstanceBytes: cfg.MaxInstanceMB << 20, Logger: logger}, st, asm)
 		if err != nil {
 			return err
 		}
 		checks = append(checks, obs.DiskCheck(dataDir, cfg.MinFreeMB<<20))
-		asmDone = make(chan struct{})
-		go func() { asm.Run(runCtx); close(asmDone) }()
-		var l, tl net.Listener
+		workers.run(runCtx, "study assembly", func(c context.Context) error { asm.Run(c); return nil })
 		if cfg.DICOMListen != "" {
-			if l, err = net.Listen("tcp", cfg.DICOMListen); err != nil {
+			l, err := net.Listen("tcp", cfg.DICOMListen)
+			if err != nil {
 				return fmt.Errorf("DICOM listener: %w", err)
 			}
+			defer l.Close()
+			dicomListeners = append(dicomListeners, func() {
+				life.Serve("DICOM listener "+l.Addr().String(), func() error { return serveUntilClosed(srv.Serve(l), gateway.ErrServerClosed) }, stopNothing)
+				logger.Info("DICOM listener ready", "addr", l.Addr().String(), "ae_titles", cfg.policy().AETitles, "data_dir", dataDir, "quiet_window", time.Duration(cfg.QuietWindow).String())
+			})
 		}
 		if cfg.TLS.Listen != "" {
 			tlsCfg, err := gateway.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 			if err != nil {
-				if l != nil {
-					l.Close()
-				}
 				return err
 			}
-			if tl, err = net.Listen("tcp", cfg.TLS.Listen); err != nil {
-				if l != nil {
-					l.Close()
-				}
+			tl, err := net.Listen("tcp", cfg.TLS.Listen)
+			if err != nil {
 				return fmt.Errorf("DICOM TLS listener: %w", err)
 			}
-			go func() {
-				if err := srv.ServeTLS(tl, tlsCfg); err != nil && !errors.Is(err, gateway.ErrServerClosed) {
-					logger.Error("DICOM TLS listener stopped", "err", err)
-				}
-			}()
-			logger.Info("DICOM TLS listener ready", "addr", tl.Addr().String(), "client_certificates_required", cfg.TLS.ClientCAFile != "")
-		}
-		if l != nil {
-			go func() {
-				if err := srv.Serve(l); err != nil && !errors.Is(err, gateway.ErrServerClosed) {
-					logger.Error("DICOM listener stopped", "err", err)
-				}
-			}()
-			logger.Info("DICOM listener ready", "addr", l.Addr().String(), "ae_titles", cfg.policy().AETitles, "data_dir", dataDir, "quiet_window", time.Duration(cfg.QuietWindow).String())
+			defer tl.Close()
+			dicomListeners = append(dicomListeners, func() {
+				life.Serve("DICOM TLS listener "+tl.Addr().String(), func() error { return serveUntilClosed(srv.ServeTLS(tl, tlsCfg), gateway.ErrServerClosed) }, stopNothing)
+				logger.Info("DICOM TLS listener ready", "addr", tl.Addr().String(), "client_certificates_required", cfg.TLS.ClientCAFile != "")
+			})
 		}
 	}
 
-	// HTTP: the API behind the bearer token, probes and metrics outside it.
-	var httpSrv *http.Server
+	// HTTP: the API behind the bearer token, probes and metrics outside it. It stops after the
+	// DICOM listeners, so /readyz says "shutting down" while associations drain.
 	if cfg.HTTPListen != "" {
 		api := httpapi.New(httpapi.GatewayStudies(asm), logger)
 		api.AddOverlay(httpapi.BusOverlay(bus))
@@ -415,33 +413,33 @@ func runServe(ctx context.Context, cfg *serveConfig, opts *serveOptions) error {
 		if err != nil {
 			return fmt.Errorf("HTTP listener: %w", err)
 		}
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
-		go func() {
-			if err := httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("HTTP listener stopped", "err", err)
-			}
-		}()
+		httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
+		life.Serve("HTTP listener "+hl.Addr().String(), func() error { return serveUntilClosed(httpSrv.Serve(hl), http.ErrServerClosed) }, httpSrv.Shutdown)
 		logger.Info("HTTP listener ready", "addr", hl.Addr().String())
 	}
-
-	<-ctx.Done()
-	logger.Info("shutting down")
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancelShut()
+	// The DICOM server stops first: associations in progress finish their current instance
+	// (within the deadline), new ones are no longer accepted.
 	if srv != nil {
-		if err := srv.Shutdown(shutCtx); err != nil {
-			logger.Warn("DICOM listener shutdown", "err", err)
+		life.OnStop("DICOM server", srv.Shutdown)
+		for _, start := range dicomListeners {
+			start()
 		}
 	}
-	cancelRun()
-	if asmDone != nil {
-		<-asmDone
-	}
-	if httpSrv != nil {
-		httpSrv.Shutdown(shutCtx)
-	}
-	return nil // deferred: the workers stop (within 30 s) and release the models, then the bus closes
+	return life.Run(ctx)
 }
+
+// serveUntilClosed maps a server's "closed by Shutdown" error to nil: lifecycle.Group treats any
+// return before shutdown as a failure, and any error after it as expected.
+func serveUntilClosed(err, closed error) error {
+	if errors.Is(err, closed) {
+		return nil
+	}
+	return err
+}
+
+// stopNothing is the stop of a listener whose server is stopped on its own (one gateway.Server
+// serves both DICOM listeners).
+func stopNothing(context.Context) error { return nil }
 
 // roleSet is the parsed --roles.
 type roleSet struct{ ingest, infer, dispatch bool }
@@ -489,19 +487,23 @@ func (g *workerGroup) run(ctx context.Context, what string, f func(context.Conte
 // closeAtStop runs c once the workers stopped (e.g. releasing the model sessions).
 func (g *workerGroup) closeAtStop(c func()) { g.closers = append(g.closers, c) }
 
-// stop waits up to 30 s for the workers (their context is cancelled by the caller) and runs the
-// closers.
-func (g *workerGroup) stop() {
+// stop waits for the workers (their context is cancelled by the caller) until ctx, the one
+// shutdown deadline, ends, and then runs the closers. Workers still running are abandoned: their
+// messages are redelivered after AckWait, and everything they did is idempotent.
+func (g *workerGroup) stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		g.log.Warn("workers did not stop within 30s")
+	case <-ctx.Done():
+		err = errors.New("workers did not stop within the shutdown deadline")
+		g.log.Warn(err.Error())
 	}
 	for _, c := range g.closers {
 		c()
 	}
+	return err
 }
 
 // metricsObserver counts the workers' events in the project's metrics.
