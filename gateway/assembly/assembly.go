@@ -375,24 +375,36 @@ func (a *Assembler) writeState(dir string, sf stateFile) error {
 
 // Run completes studies after their quiet window and hands them to the sink until ctx ends. It
 // waits for running hand-offs before returning.
+//
+// It sleeps on one timer set to the earliest quiet-window deadline (last instance + QuietWindow)
+// of the studies still receiving, and wakes early only when Add or a finished hand-off changes
+// that picture: a study completes at its deadline, not at the next tick of a poll, and an idle
+// gateway does no work at all.
 func (a *Assembler) Run(ctx context.Context) {
-	tick := a.cfg.QuietWindow / 4
-	tick = max(min(tick, time.Second), 10*time.Millisecond)
-	t := time.NewTicker(tick)
-	defer t.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
-		a.scan(ctx)
+		var due <-chan time.Time
+		if next, ok := a.scan(ctx); ok {
+			// Since Go 1.23 Reset discards a pending expiry, so no stale tick can fire early.
+			timer.Reset(time.Until(next))
+			due = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			a.wg.Wait()
 			return
-		case <-t.C:
+		case <-due:
 		case <-a.wake:
 		}
 	}
 }
 
-func (a *Assembler) scan(ctx context.Context) {
+// scan completes the studies whose quiet window has passed, starts the hand-offs that are due,
+// and returns the earliest deadline of the studies still in their quiet window (ok false when
+// there is none). A study being handed off is left to its hand-off, which pokes Run when it ends.
+func (a *Assembler) scan(ctx context.Context) (next time.Time, ok bool) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -400,17 +412,25 @@ func (a *Assembler) scan(ctx context.Context) {
 		if st.handingOff {
 			continue
 		}
-		if !st.complete && now.Sub(st.lastChange) >= a.cfg.QuietWindow {
+		if !st.complete {
+			deadline := st.lastChange.Add(a.cfg.QuietWindow)
+			if now.Before(deadline) {
+				if !ok || deadline.Before(next) {
+					next, ok = deadline, true
+				}
+				continue
+			}
 			st.complete = true
 			st.completeAt = now
 			a.log.Info("study complete", "called_ae", st.key.ae, "study", st.key.uid, "series", len(st.series), "instances", st.count(), obs.Correlation(obs.StudyCorrelationID(st.key.ae, st.key.uid)))
 		}
-		if st.complete && st.handedOff != st.instanceKey() {
+		if st.handedOff != st.instanceKey() {
 			st.handingOff = true
 			a.wg.Add(1)
 			go a.handOff(ctx, st, a.snapshotLocked(st))
 		}
 	}
+	return next, ok
 }
 
 func (a *Assembler) snapshotLocked(st *study) CompletedStudy {
@@ -460,7 +480,8 @@ func (a *Assembler) handOff(ctx context.Context, st *study, cs CompletedStudy) {
 			a.mu.Lock()
 			st.handingOff = false
 			a.mu.Unlock()
-			return // new instances arrived: the next completion hands off the larger set
+			a.poke() // new instances arrived: Run times the larger set's quiet window
+			return
 		}
 		a.log.Warn("study hand-off failed; retrying", "study", cs.StudyInstanceUID, "err", err, "retry_in", delay, obs.Correlation(obs.StudyCorrelationID(cs.CalledAE, cs.StudyInstanceUID)))
 		select {

@@ -3,10 +3,12 @@ package assembly
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -168,5 +170,77 @@ func TestReSentInstanceCountsOnce(t *testing.T) {
 	}
 	if got := a.Studies(); len(got) != 1 || got[0].Instances != 1 {
 		t.Fatalf("re-sent instance counted: %+v", got)
+	}
+}
+
+// TestCompletionAtTheQuietWindowDeadline: a study completes when its quiet window ends, not at the
+// next tick of a poll. Studies whose last instance arrives at staggered moments (so that any
+// fixed polling phase would land at every point of its period) are each handed off no earlier
+// than the window and, in the median, within 5% of it after their last instance. A poll every
+// QuietWindow/4 gives a median overshoot of about 12% here; the bound on the median (rather than
+// the maximum) keeps the test steady on a loaded machine, where a single hand-off can be late.
+func TestCompletionAtTheQuietWindowDeadline(t *testing.T) {
+	const (
+		window  = time.Second
+		studies = 11
+		stagger = 91 * time.Millisecond // coprime-ish with any period a poll would use
+	)
+	type mark struct{ added, handed time.Time }
+	var mu sync.Mutex
+	marks := map[string]*mark{}
+	sink := StudySinkFunc(func(_ context.Context, cs CompletedStudy) error {
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if m := marks[cs.CalledAE]; m != nil && m.handed.IsZero() {
+			m.handed = now
+		}
+		return nil
+	})
+	a, st := newAsm(t, t.TempDir(), sink, window)
+	stop := run(t, a)
+	defer stop()
+	f := testutil.Testdata("dicom", "ct2-pydicom", "17106")
+	// One study per called AE (the study key is the called AE and the study UID): stored first,
+	// then added one after the other, each add being that study's last instance.
+	aes := make([]string, studies)
+	insts := make([]store.StoredInstance, studies)
+	for i := range aes {
+		aes[i] = fmt.Sprintf("AE_%02d", i)
+		insts[i] = storeFixture(t, st, aes[i], f)[0]
+	}
+	start := time.Now()
+	for i, ae := range aes {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * stagger)))
+		mu.Lock()
+		marks[ae] = &mark{added: time.Now()}
+		mu.Unlock()
+		a.Add(ae, "MOD", insts[i])
+	}
+	testutil.WaitFor(t, 30*time.Second, "every study handed off", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range marks {
+			if m.handed.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	var over []time.Duration
+	mu.Lock()
+	for ae, m := range marks {
+		d := m.handed.Sub(m.added)
+		if d < window {
+			t.Errorf("%s handed off %v after its last instance, before the %v quiet window ended", ae, d, window)
+		}
+		over = append(over, d-window)
+	}
+	mu.Unlock()
+	slices.Sort(over)
+	median := over[len(over)/2]
+	t.Logf("completion after the quiet window: min %v, median %v, max %v (window %v)", over[0], median, over[len(over)-1], window)
+	if median > window/20 {
+		t.Fatalf("median completion %v after the quiet window (bound %v): completion is late, as if polled", median, window/20)
 	}
 }
