@@ -408,7 +408,7 @@ func (w *inferWorker) runRoutes(ctx context.Context, ev StudyComplete, eventID s
 
 func (w *inferWorker) reuseResults(ctx context.Context, key, eventID string, rt Route, version string, se SeriesRef) ([]ResultState, bool, error) {
 	var out []ResultState
-	for _, o := range rt.Outputs {
+	for _, o := range rt.OutputNames() {
 		name := resultObjectName(key, eventID, rt.Name, version, se.SeriesInstanceUID, o)
 		info, err := w.bus.results.GetInfo(ctx, name)
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -497,7 +497,7 @@ func (w *inferWorker) process(ctx context.Context, ev StudyComplete, se SeriesRe
 	}
 	resultVersion, preds := predecessors(cur, ev.StudyKey(), eventID, rt, version, se.SeriesInstanceUID)
 	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
-		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs, Version: resultVersion, Predecessors: preds,
+		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.OutputNames(), Version: resultVersion, Predecessors: preds,
 		Encoding: rt.Encoding}
 	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
 	start := time.Now()
@@ -530,7 +530,7 @@ func (w *inferWorker) storeSEGs(ctx context.Context, ev StudyComplete, se Series
 		got[s.Output] = s
 	}
 	var out []ResultState
-	outputs := rt.Outputs
+	outputs := rt.OutputNames()
 	if len(preds) > 0 {
 		if _, ok := got[OutputRejectionNote]; ok {
 			outputs = append(append([]string(nil), outputs...), OutputRejectionNote)

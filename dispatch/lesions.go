@@ -20,8 +20,11 @@ import (
 // prompts posted to POST /api/studies/{uid}/lesions. Prompt instances are never processed as
 // image series; they travel with the study and are read where the series is processed.
 //
-//	{"name": "lung-lesions", "modality": "CT", "model": "models/default", "outputs": ["raters"],
+//	{"name": "lung-lesions", "modality": "CT", "model": "models/default",
 //	 "lesions": {"wait_for_prompts": "10m", "without_prompts": "skip"}}
+//
+// Without "outputs" a lesion route produces raters, samples, consensus and rtstruct
+// (Route.OutputNames).
 //
 // The SR often arrives minutes after the images: a study without prompts waits up to
 // wait_for_prompts after its images completed (the event goes back to the queue with that
@@ -273,7 +276,7 @@ func (w *inferWorker) processLesionRoute(ctx context.Context, ev StudyComplete, 
 		lj.PromptFiles = pf
 	}
 	job := Job{CalledAE: ev.CalledAE, StudyInstanceUID: ev.StudyInstanceUID, SeriesInstanceUID: se.SeriesInstanceUID,
-		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.Outputs, Encoding: rt.Encoding}
+		Modality: se.Modality, Files: files, Model: rt.Model, Outputs: rt.OutputNames(), Encoding: rt.Encoding}
 	pctx, cancel := context.WithTimeout(ctx, w.opt.Timeout)
 	segs, states, err := lp.ProcessLesions(pctx, job, lj)
 	cancel()

@@ -245,6 +245,53 @@ func TestLesionRouteWithoutPromptsScreens(t *testing.T) {
 	}
 }
 
+// A lesion route that names no outputs, as a site writes it in its config file, produces the
+// lesion default through the real bus and model: rater, samples and BINARY consensus SEGs and the
+// RT Structure Set, each holding the SR's lesion.
+func TestLesionRouteDefaultOutputs(t *testing.T) {
+	models, modelDir := tinyModels(t)
+	data := t.TempDir()
+	b := openEmbedded(t, filepath.Join(data, "nats"), data, 0)
+	defer b.Close()
+	h := newHarness(t, b, data)
+	cfg := filepath.Join(t.TempDir(), "dpersona.json")
+	if err := os.WriteFile(cfg, []byte(`{"routes": [{"name": "lung-lesions", "modality": "CT", "model": "`+modelDir+`", "lesions": {}}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	routing, err := LoadRouting(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.infer(b, fastInfer(PipelineProcessor{Models: models}, routing))
+	ev := lidcStudy(t, data, "DPERSONA", "lidc-ct-0005-length-sr.dcm")
+	if err := b.PublishStudyComplete(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, b, "DPERSONA", ev.StudyInstanceUID, StateDone, 60*time.Second)
+	if n := len(lesionsOf(st, LessionProcessed)); n != 1 {
+		t.Fatalf("%d processed lesions, want the SR's one: %+v (reason %q)", n, st.Lesions, st.Reason)
+	}
+	got := map[string]ResultState{}
+	for _, r := range st.Results {
+		got[r.Output] = r
+	}
+	for _, o := range []string{OutputRaters, OutputSamples, OutputConsensus, OutputRTStruct} {
+		r, ok := got[o]
+		if !ok || r.Segments == 0 {
+			t.Errorf("output %s missing or empty: %+v", o, r)
+		}
+	}
+	if len(got) != 4 {
+		t.Errorf("outputs %v, want raters, samples, consensus, rtstruct", st.Results)
+	}
+	if r := got[OutputRTStruct]; r.SOPClassUID != "1.2.840.10008.5.1.4.1.1.481.3" {
+		t.Errorf("rtstruct result has SOP class %q, want RT Structure Set Storage", r.SOPClassUID)
+	}
+	if r := got[OutputConsensus]; r.Segments != 1 {
+		t.Errorf("consensus has %d segments, want 1 for the one lesion", r.Segments)
+	}
+}
+
 // An SR that arrives after the images does not run the whole-series routes again on the same
 // images: the model runs once, and the study says why nothing new was produced.
 func TestPromptOnlyEventDoesNotRerunWholeSeriesRoutes(t *testing.T) {

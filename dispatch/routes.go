@@ -53,21 +53,42 @@ type Routing struct {
 
 // Route selects series and says what to do with them. Empty selectors match anything.
 type Route struct {
-	Name         string   `json:"name"`
-	CalledAE     string   `json:"called_ae,omitempty"`  // the gateway AE title the study was sent to
-	CallingAE    string   `json:"calling_ae,omitempty"` // the AE title that sent it
-	Modality     string   `json:"modality,omitempty"`   // e.g. CT
-	SOPClassUID  string   `json:"sop_class_uid,omitempty"`
-	MinInstances int      `json:"min_instances,omitempty"` // series rule: at least this many images (a multi-frame instance counts its frames)
-	MaxInstances int      `json:"max_instances,omitempty"` // series rule: at most this many (0 = no limit)
-	Model        string   `json:"model"`                   // model bundle directory
-	Outputs      []string `json:"outputs"`                 // raters, samples, consensus, bands, probability, rtstruct
-	Destinations []string `json:"destinations"`            // destination names; none = keep results in the bus only
+	Name         string `json:"name"`
+	CalledAE     string `json:"called_ae,omitempty"`  // the gateway AE title the study was sent to
+	CallingAE    string `json:"calling_ae,omitempty"` // the AE title that sent it
+	Modality     string `json:"modality,omitempty"`   // e.g. CT
+	SOPClassUID  string `json:"sop_class_uid,omitempty"`
+	MinInstances int    `json:"min_instances,omitempty"` // series rule: at least this many images (a multi-frame instance counts its frames)
+	MaxInstances int    `json:"max_instances,omitempty"` // series rule: at most this many (0 = no limit)
+	Model        string `json:"model"`                   // model bundle directory
+	// Outputs are some of raters, samples, consensus, bands, probability, rtstruct. Left out,
+	// a route gets its mode's default (see OutputNames): an explicitly empty list is an error.
+	Outputs      []string `json:"outputs"`
+	Destinations []string `json:"destinations"` // destination names; none = keep results in the bus only
 	// Lesions, when set, runs lesion mode: the model runs only on lesions marked in the study
 	// (see lesions.go).
 	Lesions *LesionRouting `json:"lesions,omitempty"`
 	// Encoding tunes the objects of this route (zero value: the defaults).
 	Encoding RouteEncoding `json:"encoding,omitempty"`
+}
+
+// OutputNames is what the route produces: its outputs, or, when it names none, the pipeline's
+// default for its mode: pipeline.DefaultOutputs (raters, samples, consensus: every viewer shows
+// them) for a whole-series route, pipeline.LesionDefaultOutputs (those and the rtstruct, since
+// planning systems are among the first users of a lesion's outline) for a lesion route.
+func (rt Route) OutputNames() []string {
+	if rt.Outputs != nil {
+		return rt.Outputs
+	}
+	def := pipeline.DefaultOutputs
+	if rt.Lesions != nil {
+		def = pipeline.LesionDefaultOutputs
+	}
+	out := make([]string, len(def))
+	for i, o := range def {
+		out[i] = string(o)
+	}
+	return out
 }
 
 // RouteEncoding tunes a route's objects (pipeline.Encoding).
@@ -211,10 +232,10 @@ func (r Routing) Validate() error {
 		if rt.Model == "" {
 			return fmt.Errorf("%s: model is empty", where)
 		}
-		if len(rt.Outputs) == 0 {
-			return fmt.Errorf("%s: no outputs (want some of raters, samples, consensus, bands, probability, rtstruct)", where)
+		if rt.Outputs != nil && len(rt.Outputs) == 0 {
+			return fmt.Errorf("%s: outputs is an empty list (leave the key out for the default, or name some of raters, samples, consensus, bands, probability, rtstruct)", where)
 		}
-		for _, o := range rt.Outputs {
+		for _, o := range rt.OutputNames() {
 			if err := pipeline.CheckOutputs([]pipeline.Output{pipeline.Output(o)}); err != nil {
 				return fmt.Errorf("%s: %w", where, err)
 			}
@@ -330,7 +351,8 @@ func ParseForwardTo(s string) (Destination, error) {
 // them) go to the given destinations (e.g. the one from --forward-to).
 func DefaultRouting(model string, dests ...Destination) Routing {
 	r := Routing{Destinations: dests}
-	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model, Outputs: []string{OutputRaters, OutputSamples, OutputConsensus}}
+	rt := Route{Name: "default", Modality: "CT", MinInstances: 1, Model: model}
+	rt.Outputs = rt.OutputNames()
 	for _, d := range dests {
 		rt.Destinations = append(rt.Destinations, d.Name)
 	}

@@ -81,7 +81,8 @@ func TestRoutingValidationNamesTheProblem(t *testing.T) {
 	}{
 		{func(r *Routing) { r.Routes[0].Destinations = []string{"nowhere"} }, `destination "nowhere" is not defined`},
 		{func(r *Routing) { r.Routes[0].Outputs = []string{"mask"} }, `unknown output "mask"`},
-		{func(r *Routing) { r.Routes[0].Outputs = nil }, "no outputs"},
+		{func(r *Routing) { r.Routes[0].Outputs = []string{} }, "outputs is an empty list (leave the key out for the default"},
+		{func(r *Routing) { r.Routes[0].Outputs = nil }, ""},
 		{func(r *Routing) { r.Routes[0].Model = "" }, "model is empty"},
 		{func(r *Routing) { r.Routes[0].Encoding.Bands = []float64{0.5, 1} }, "probability band 1 must be in (0, 1)"},
 		{func(r *Routing) { r.Routes[0].Encoding.RTInterpretedType = "TUMOUR" }, `RT ROI interpreted type "TUMOUR"`},
@@ -111,6 +112,36 @@ func TestRoutingValidationNamesTheProblem(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("case %d: err = %v, want it to mention %q", i, err, c.want)
 		}
+	}
+}
+
+// TestRouteDefaultOutputs: a route that names no outputs gets its mode's default, read from the
+// config file as a site writes it: a whole-series route the three BINARY SEGs every viewer shows,
+// a lesion route those and the RT Structure Set (issue 13: planning systems are among the first
+// users of a lesion's outline); named outputs are kept as they are.
+func TestRouteDefaultOutputs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dpersona.json")
+	os.WriteFile(path, []byte(`{"routes": [
+	  {"name": "whole", "calling_ae": "CT01", "model": "m"},
+	  {"name": "lesions", "calling_ae": "CT02", "model": "m", "lesions": {}},
+	  {"name": "lesions-raters", "calling_ae": "CT03", "model": "m", "lesions": {"without_prompts": "skip"}, "outputs": ["raters"]}
+	]}`), 0o644)
+	r, err := LoadRouting(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"whole":          "raters,samples,consensus",
+		"lesions":        "raters,samples,consensus,rtstruct",
+		"lesions-raters": "raters",
+	}
+	for _, rt := range r.Routes {
+		if got := strings.Join(rt.OutputNames(), ","); got != want[rt.Name] {
+			t.Errorf("route %s: outputs %s, want %s", rt.Name, got, want[rt.Name])
+		}
+	}
+	if got := strings.Join(DefaultRouting("m").Routes[0].Outputs, ","); got != want["whole"] {
+		t.Errorf("the default routing's outputs %s, want %s", got, want["whole"])
 	}
 }
 

@@ -50,8 +50,8 @@ type StudyState struct {
 	Lesions []LesionState `json:"lesions,omitempty"`
 	// ImagesKey identifies the image instances (all but lesion prompts) of the last event whose
 	// routes all ran: an event that only adds prompts does not run the whole-series routes again.
-	ImagesKey string `json:"images_key,omitempty"`
-	Notes   []string      `json:"notes,omitempty"`
+	ImagesKey string   `json:"images_key,omitempty"`
+	Notes     []string `json:"notes,omitempty"`
 	// Superseded lists every object a later version of the results replaced, oldest first.
 	Superseded []ReplacedObject `json:"superseded,omitempty"`
 	// Previous are the results of the last version produced by an earlier event of the study
