@@ -12,7 +12,8 @@
 # Goal: last instance or prompt to SEG at the PACS within the quiet window + 1 s on 2 cores.
 #
 # Env: BENCH_MODEL (default models/default, else inference/testdata/tiny), BENCH_QUIET (1s),
-# BENCH_LESION_SLICES (28).
+# BENCH_LESION_SLICES (28), BENCH_LESION_MODES ("whole-lung lesion"; "lesion" alone repeats the
+# latency measurement without the minute of whole-lung inference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,6 +22,7 @@ WORK=$ROOT/var/bench-lesion
 QUIET=${BENCH_QUIET:-1s}
 SLICES=${BENCH_LESION_SLICES:-28}
 MODEL=${BENCH_MODEL:-models/default}
+MODES=${BENCH_LESION_MODES:-whole-lung lesion}
 if [ ! -f "$MODEL/manifest.json" ]; then
   echo "bench-lesion: no bundle at $MODEL; using the small test model inference/testdata/tiny (timings of the path, not of the production model)"
   MODEL=inference/testdata/tiny
@@ -108,7 +110,8 @@ echo "model $MODEL, $SLICES slices, quiet window $QUIET, $(nproc) CPUs, load ave
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-for mode in whole-lung lesion; do
+for mode in $MODES; do
+  case $mode in whole-lung|lesion) ;; *) die "BENCH_LESION_MODES: unknown mode $mode (whole-lung, lesion)" ;; esac
   study=$(make_study "$mode")
   dir=$WORK/studies/$mode
   args=(); ae=BENCH_WL; files=("$dir"/ct/*.dcm)
