@@ -53,7 +53,10 @@ type serveConfig struct {
 	AllowSOPClasses []string `json:"allow_sop_classes,omitempty"`
 	DenySOPClasses  []string `json:"deny_sop_classes,omitempty"`
 	AcceptBigEndian bool     `json:"accept_big_endian,omitempty"`
-	MaxAssociations int      `json:"max_associations"`
+	// NativeOnly accepts only uncompressed images (by default JPEG, JPEG-LS, JPEG 2000 and RLE are
+	// accepted, stored as received and decoded for inference).
+	NativeOnly      bool `json:"native_only,omitempty"`
+	MaxAssociations int  `json:"max_associations"`
 	// MaxPendingPerHost bounds the connections of one address not yet admitted (0: the gateway's
 	// default, max_associations and at least 8).
 	MaxPendingPerHost int    `json:"max_pending_per_host,omitempty"`
@@ -158,7 +161,7 @@ func knownConfigKeys() map[string]bool {
 	for k := range m {
 		keys[k] = true
 	}
-	for _, k := range []string{"ae_titles", "peers", "allow_sop_classes", "deny_sop_classes", "accept_big_endian", "api_token", "max_pending_per_host"} {
+	for _, k := range []string{"ae_titles", "peers", "allow_sop_classes", "deny_sop_classes", "accept_big_endian", "api_token", "max_pending_per_host", "native_only"} {
 		keys[k] = true
 	}
 	return keys
@@ -199,7 +202,7 @@ func (c *serveConfig) validate() error {
 
 func (c *serveConfig) policy() gateway.Policy {
 	titles := append([]string{c.AETitle}, c.AETitles...)
-	return gateway.Policy{AETitles: titles, Peers: c.Peers, AllowSOPClasses: c.AllowSOPClasses, DenySOPClasses: c.DenySOPClasses, AcceptBigEndian: c.AcceptBigEndian}
+	return gateway.Policy{AETitles: titles, Peers: c.Peers, AllowSOPClasses: c.AllowSOPClasses, DenySOPClasses: c.DenySOPClasses, AcceptBigEndian: c.AcceptBigEndian, NativeOnly: c.NativeOnly}
 }
 
 func (c *serveConfig) ulConfig() ul.Config {
