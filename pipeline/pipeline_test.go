@@ -339,3 +339,43 @@ func TestSlicePlansFailWithoutLung(t *testing.T) {
 		t.Errorf("CT without lung: %v", err)
 	}
 }
+
+// Compressed series (JPEG lossless, JPEG-LS, JPEG 2000, RLE from real encoders, see
+// testdata/dicom/compressed) go through the whole pipeline exactly like their uncompressed
+// originals: the same consensus maps, the same SEG pixel data. The lossy JPEG baseline runs too.
+func TestProcessCompressedSeries(t *testing.T) {
+	testutil.RequireTool(t, dicomio.DecoderCommand)
+	e := tinyEngine(t)
+	p := New(e)
+	run := func(codec string) *Result {
+		t.Helper()
+		res, err := p.Process(context.Background(), Request{SeriesFiles: seriesFiles(t, testutil.Testdata("dicom", "compressed", codec)), Seed: 1,
+			Outputs: []Output{OutputSamples}, Samples: 4, BankSize: 20})
+		if err != nil {
+			t.Fatalf("%s: %v", codec, err)
+		}
+		return res
+	}
+	native := run("native")
+	want, err := dicomio.ReadSEG(writeSEG(t, native.SEGs[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, codec := range []string{"jpeg-lossless-sv1", "jpeg-ls", "jpeg2000", "rle"} {
+		got := run(codec)
+		for i := range native.Consensus {
+			for j := range native.Consensus[i] {
+				if got.Consensus[i][j] != native.Consensus[i][j] {
+					t.Fatalf("%s: consensus differs from the uncompressed original at slice %d pixel %d", codec, i, j)
+				}
+			}
+		}
+		seg, err := dicomio.ReadSEG(writeSEG(t, got.SEGs[0]))
+		if err != nil || !bytes.Equal(seg.PixelData, want.PixelData) {
+			t.Fatalf("%s: SEG pixel data differs from the original's (%v)", codec, err)
+		}
+	}
+	if res := run("jpeg-baseline"); len(res.SEGs) != 1 {
+		t.Fatalf("jpeg-baseline: %d SEGs", len(res.SEGs))
+	}
+}
