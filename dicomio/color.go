@@ -3,7 +3,10 @@ package dicomio
 import "math"
 
 // srgbToDICOMLab converts an sRGB colour to the scaled CIELab of RecommendedDisplayCIELabValue
-// (PS3.3 C.10.7.1.1: L 0..100 -> 0..65535, a and b -128..127 -> 0..65535), D65 white.
+// (PS3.3 C.10.7.1.1: L 0..100 -> 0..65535, a and b -128..127 -> 0..65535). The values are
+// PCS-Values as in ICC profiles, whose illuminant is D50: sRGB's D65 XYZ is adapted to D50 with
+// the linear Bradford transform first. (A D65 white point, as used here before, shifted every
+// colour a viewer shows: dcmjs, which OHIF uses, converts back with D50.)
 func srgbToDICOMLab(c [3]uint8) (uint16, uint16, uint16) {
 	lin := func(v uint8) float64 {
 		x := float64(v) / 255
@@ -13,9 +16,14 @@ func srgbToDICOMLab(c [3]uint8) (uint16, uint16, uint16) {
 		return math.Pow((x+0.055)/1.055, 2.4)
 	}
 	r, g, b := lin(c[0]), lin(c[1]), lin(c[2])
-	x := (0.4124*r + 0.3576*g + 0.1805*b) / 0.95047
-	y := 0.2126*r + 0.7152*g + 0.0722*b
-	z := (0.0193*r + 0.1192*g + 0.9505*b) / 1.08883
+	// sRGB (IEC 61966-2-1) to XYZ, D65.
+	x65 := 0.4124*r + 0.3576*g + 0.1805*b
+	y65 := 0.2126*r + 0.7152*g + 0.0722*b
+	z65 := 0.0193*r + 0.1192*g + 0.9505*b
+	// Bradford chromatic adaptation D65 -> D50, then relative to the ICC PCS white (D50).
+	x := (1.0478112*x65 + 0.0228866*y65 - 0.0501270*z65) / 0.9642
+	y := 0.0295424*x65 + 0.9904844*y65 - 0.0170491*z65
+	z := (-0.0092345*x65 + 0.0150436*y65 + 0.7521316*z65) / 0.8249
 	f := func(t float64) float64 {
 		if t > 216.0/24389 {
 			return math.Cbrt(t)
