@@ -64,4 +64,13 @@ if ! [ -x "$STATICCHECK" ] || ! "$STATICCHECK" -version 2>/dev/null | grep -q "(
   echo "setup: installing staticcheck $STATICCHECK_VERSION"
   GOBIN="$PWD/bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
-echo "setup: ok (onnxruntime $ORT_VERSION at $ORT_LIB, staticcheck $STATICCHECK_VERSION)"
+# dcmjs, the library OHIF loads DICOM SEG through, for the viewer check of our SEGs
+# (pipeline/viewer_dcmjs_test.go): installed from its lock file, again only when the lock changes.
+VIEWER_CHECK=testdata/viewer
+VIEWER_LOCK_SUM=$(sha256sum "$VIEWER_CHECK/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$VIEWER_CHECK/node_modules/.dpersona-lock-sha256" 2>/dev/null)" != "$VIEWER_LOCK_SUM" ]; then
+  echo "setup: installing $VIEWER_CHECK's npm packages (npm ci)"
+  (cd "$VIEWER_CHECK" && npm ci --no-audit --no-fund --silent)
+  echo "$VIEWER_LOCK_SUM" > "$VIEWER_CHECK/node_modules/.dpersona-lock-sha256"
+fi
+echo "setup: ok (onnxruntime $ORT_VERSION at $ORT_LIB, staticcheck $STATICCHECK_VERSION, dcmjs in $VIEWER_CHECK)"

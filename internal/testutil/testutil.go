@@ -107,3 +107,18 @@ func WaitForPort(t testing.TB, addr string, timeout time.Duration) {
 		return false
 	})
 }
+
+// RequireNodePackage returns the node binary for a script in dir (a folder of this repository
+// with its own package.json and package-lock.json), checking that `npm ci` installed pkg there;
+// scripts/setup.sh runs it. Without node or the package the test is skipped, and fails under CI.
+func RequireNodePackage(t testing.TB, dir, pkg string) string {
+	t.Helper()
+	node := RequireTool(t, "node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
+		if InCI() {
+			t.Fatalf("%s is not installed in %s: `make test` runs scripts/setup.sh, which runs npm ci there", pkg, dir)
+		}
+		t.Skipf("%s is not installed in %s (run scripts/setup.sh, or npm ci there)", pkg, dir)
+	}
+	return node
+}
