@@ -70,7 +70,8 @@ def measure(config: str, steps: int, device: str, data: str = None, warmup: int 
         runs = {}
         for form in formulations:
             trainer = Trainer(cfg, run_dir or tempfile.mkdtemp(prefix="bench-"), ds, ds.subset([0]),
-                              device=device, progress=False, fast=(form == "fast"))
+                              device=device, progress=False, fast=(form == "fast"),
+                              log=lambda m: None)
             model = trainer.prepare_model(copy.deepcopy(base))
             params = [p for m in model.stage1_modules() for p in m.parameters()] if stage == 1 \
                 else list(model.heads.parameters())
