@@ -39,9 +39,11 @@ def _load_train_val(args, num_raters: int):
     return train, val
 
 
-def _config(args):
+def _config(args, base=None):
+    """The config named by --config (or `base`, a run's config.json), with the command line's
+    overrides applied."""
     from .config import get_config
-    cfg = get_config(args.config)
+    cfg = base if base is not None else get_config(args.config)
     if getattr(args, "raters", None):
         cfg.model.num_raters = args.raters
     if getattr(args, "rater_order", None):
@@ -96,8 +98,10 @@ def cmd_train(args) -> int:
         torch.set_num_threads(args.threads)
     cfg_file = os.path.join(args.out, "config.json")
     if os.path.isfile(cfg_file) and (args.resume or args.stage == 2) and args.config is None:
+        # The run's own config; overrides still apply (and a changed value is then refused by
+        # the trainer as a different config, rather than silently ignored).
         from .config import TrainConfig
-        cfg = TrainConfig.load(cfg_file)
+        cfg = _config(args, TrainConfig.load(cfg_file))
     else:
         args.config = args.config or "lite"
         cfg = _config(args)

@@ -277,6 +277,13 @@ def test_cli_resume_with_another_config_is_refused(tmp_path, lidc_small, capsys)
     assert cli_main(base + ["--resume", "--set", "lr=0.5"]) == 2
     err = capsys.readouterr().err
     assert "config.json holds a different config (lr: 0.001 vs 0.5)" in err, err
+    # stage 2 reads the run's config.json; a --set that changes it is refused, not ignored
+    stage2 = ["train", "--stage", "2", "--out", str(tmp_path / "run"), "--data",
+              str(tmp_path / "small_train.npz"), "--val", str(tmp_path / "small_val.npz"),
+              "--epochs", "1", "--no-progress"]
+    assert cli_main(stage2 + ["--set", "images_per_epoch_stage2=4"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a different config (images_per_epoch_stage2: None vs 4)" in err, err
 
 
 def test_config_files_without_the_new_fields_still_resume(tmp_path, lidc_small):
