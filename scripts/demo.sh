@@ -88,9 +88,10 @@ say "2/4 gateway: bin/dpersona serve (ingest, infer, dispatch; embedded NATS Jet
 SERVE_ARGS=(serve --data-dir "$WORK/data" --dicom-listen "127.0.0.1:$GW_DICOM" --http-listen "127.0.0.1:$GW_HTTP"
   --quiet-window "$QUIET" --forward-to "ORTHANC@127.0.0.1:$ORTHANC_DICOM")
 if [ "$MODE" = lesion ]; then
-  # One route in lesion mode: CT series wait up to 2 minutes for a lesion prompt.
+  # One route in lesion mode: CT series wait up to 2 minutes for a lesion prompt. No "outputs":
+  # a lesion route's default is raters, samples, the BINARY consensus and an RT Structure Set.
   cat > "$WORK/config.json" <<EOF
-{"routes": [{"name": "lung-lesions", "modality": "CT", "outputs": ["raters", "samples", "consensus"],
+{"routes": [{"name": "lung-lesions", "modality": "CT",
              "lesions": {"wait_for_prompts": "120s", "without_prompts": "skip"}}]}
 EOF
   SERVE_ARGS+=(--config "$WORK/config.json")
@@ -156,9 +157,15 @@ done
 [ -n "$final" ] || die "the study did not finish within ${DEADLINE_S}s (state $last; see $WORK/serve.log)"
 
 curl -fsS "http://127.0.0.1:$GW_HTTP/api/studies" >"$WORK/studies.json"
-# Fetch every SEG Orthanc holds and render its preview.
-SEGS=$(curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/tools/find" -d '{"Level":"Instance","Query":{"Modality":"SEG"}}' | $PY -c 'import json,sys; print(" ".join(json.load(sys.stdin)))')
-for id in $SEGS; do
+# Fetch every SEG and RT Structure Set Orthanc holds and render a preview of each SEG.
+find_modality() {
+  curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/tools/find" -d "{\"Level\":\"Instance\",\"Query\":{\"Modality\":\"$1\"}}" | $PY -c 'import json,sys; print(" ".join(json.load(sys.stdin)))'
+}
+for id in $(find_modality RTSTRUCT); do
+  curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/instances/$id/file" -o "$WORK/out/$id.dcm"
+  curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/instances/$id/simplified-tags" -o "$WORK/out/$id.json"
+done
+for id in $(find_modality SEG); do
   curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/instances/$id/file" -o "$WORK/out/$id.dcm"
   curl -fsS "http://127.0.0.1:$ORTHANC_HTTP/instances/$id/simplified-tags" -o "$WORK/out/$id.json"
   "$BIN" preview --seg "$WORK/out/$id.dcm" --source "$STUDY_DIR" --out "$WORK/out/$id.png" "${PREVIEW_ARGS[@]}" >/dev/null 2>"$WORK/out/$id.preview.log" \
@@ -199,7 +206,10 @@ for name in sorted(os.listdir(os.path.join(work, "out"))):
     tags = json.load(open(os.path.join(work, "out", name)))
     sop = tags.get("SOPInstanceUID", "?")
     r = by_sop.get(sop, {})
-    segs = tags.get("SegmentSequence") or []
+    # A SEG lists segments, an RT Structure Set ROIs (one contour item per ROI and slice).
+    segs = tags.get("SegmentSequence") or tags.get("StructureSetROISequence") or []
+    kind = tags.get("SegmentationType") or tags.get("Modality", "?")
+    contours = sum(len(c.get("ContourSequence") or []) for c in tags.get("ROIContourSequence") or [])
     # Name the files after the output (raters, samples, probability) instead of Orthanc's id.
     stem = os.path.join(work, "out", name[:-5])
     if r.get("output"):
@@ -209,13 +219,13 @@ for name in sorted(os.listdir(os.path.join(work, "out"))):
         stem = os.path.join(work, "out", r["output"])
     png = stem + ".png"
     d = (r.get("deliveries") or [{}])[0]
-    rows.append((r.get("output", "?"), tags.get("SegmentationType", "?"), str(len(segs)),
-                 str(tags.get("NumberOfFrames", "?")), f"{os.path.getsize(stem + '.dcm')//1024} KiB",
+    rows.append((r.get("output", "?"), kind, str(len(segs)),
+                 str(tags.get("NumberOfFrames", contours)), f"{os.path.getsize(stem + '.dcm')//1024} KiB",
                  d.get("status", "?"), tags.get("StudyInstanceUID") == s["study_instance_uid"] and "yes" or "NO",
                  os.path.relpath(png) if os.path.exists(png) else "-"))
 print()
 if rows:
-    head = ("output", "type", "segments", "frames", "size", "C-STORE", "in study", "preview")
+    head = ("output", "type", "segments/ROIs", "frames/contours", "size", "C-STORE", "in study", "preview")
     w = [max(len(x[i]) for x in rows + [head]) for i in range(len(head))]
     fmt = "  ".join("{:<%d}" % n for n in w)
     print("What arrived at the PACS (Orthanc REST API):")
@@ -224,7 +234,7 @@ if rows:
     for r in sorted(rows):
         print(fmt.format(*r))
 else:
-    print("No SEG object arrived at the PACS.")
+    print("No SEG or RT Structure Set arrived at the PACS.")
 print()
 last = ts("last_received_at"); comp = ts("completed_at"); inf = ts("inferred_at"); done = ts("done_at")
 def span(a, b):
