@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"time"
 
-	"dpersona/internal/dicomstd"
-
 	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
@@ -65,12 +63,7 @@ func EncodeKOS(src *Series, desc KOSDescription) ([]byte, *KOSInfo, error) {
 	if err := desc.validate(src); err != nil {
 		return nil, nil, err
 	}
-	now := desc.ContentTime
-	if now.IsZero() {
-		now = time.Now()
-	}
-	desc.SOPInstanceUID = orDefault(desc.SOPInstanceUID, dicomstd.NewUID())
-	desc.SeriesInstanceUID = orDefault(desc.SeriesInstanceUID, dicomstd.NewUID())
+	now := fillIdentity(desc.ContentTime, &desc.SOPInstanceUID, &desc.SeriesInstanceUID)
 
 	var ds []element
 	ds = append(ds, src.patientStudy...)
@@ -165,10 +158,8 @@ func (d *KOSDescription) validate(src *Series) error {
 	if err := d.Equipment.validate(ErrInvalidKOS); err != nil {
 		return err
 	}
-	for _, uid := range []struct{ name, v string }{{"SOPInstanceUID (0008,0018)", d.SOPInstanceUID}, {"SeriesInstanceUID (0020,000E)", d.SeriesInstanceUID}} {
-		if err := checkUID(ErrInvalidKOS, uid.v, uid.name, false); err != nil {
-			return err
-		}
+	if err := checkIdentityUIDs(ErrInvalidKOS, d.SOPInstanceUID, d.SeriesInstanceUID); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, r := range d.References {

@@ -235,3 +235,23 @@ func checkSource(kind error, src *Series) error {
 	}
 	return nil
 }
+
+// fillIdentity applies the defaults every object this package writes shares: a zero content time
+// is now, an empty SOP or Series Instance UID is a new one. It returns the content time.
+func fillIdentity(contentTime time.Time, sopInstanceUID, seriesInstanceUID *string) time.Time {
+	if contentTime.IsZero() {
+		contentTime = time.Now()
+	}
+	*sopInstanceUID = orDefault(*sopInstanceUID, dicomstd.NewUID())
+	*seriesInstanceUID = orDefault(*seriesInstanceUID, dicomstd.NewUID())
+	return contentTime
+}
+
+// checkIdentityUIDs checks the caller-supplied SOP and Series Instance UIDs of a description
+// (empty is allowed: fillIdentity then makes new ones); kind names the object in the error.
+func checkIdentityUIDs(kind error, sopInstanceUID, seriesInstanceUID string) error {
+	if err := checkUID(kind, sopInstanceUID, "SOPInstanceUID (0008,0018)", false); err != nil {
+		return err
+	}
+	return checkUID(kind, seriesInstanceUID, "SeriesInstanceUID (0020,000E)", false)
+}

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"dpersona/internal/dicomstd"
-
 	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
@@ -85,12 +83,7 @@ func EncodeRTStruct(src *Series, desc RTStructDescription, masks [][][]uint8) ([
 	if err := desc.validate(src, masks); err != nil {
 		return nil, nil, err
 	}
-	now := desc.ContentTime
-	if now.IsZero() {
-		now = time.Now()
-	}
-	desc.SOPInstanceUID = orDefault(desc.SOPInstanceUID, dicomstd.NewUID())
-	desc.SeriesInstanceUID = orDefault(desc.SeriesInstanceUID, dicomstd.NewUID())
+	now := fillIdentity(desc.ContentTime, &desc.SOPInstanceUID, &desc.SeriesInstanceUID)
 
 	info := &RTStructInfo{SOPInstanceUID: desc.SOPInstanceUID, SeriesInstanceUID: desc.SeriesInstanceUID}
 	contours := make([][]roiContour, len(desc.ROIs))
@@ -312,13 +305,11 @@ func (d *RTStructDescription) validate(src *Series, masks [][][]uint8) error {
 	if err := d.Equipment.validate(ErrInvalidRTStruct); err != nil {
 		return err
 	}
-	for _, uid := range []struct{ name, v string }{
-		{"SOPInstanceUID (0008,0018)", d.SOPInstanceUID}, {"SeriesInstanceUID (0020,000E)", d.SeriesInstanceUID},
-		{"PredecessorStructureSetSequence (3006,0018)", d.Predecessor},
-	} {
-		if err := checkUID(ErrInvalidRTStruct, uid.v, uid.name, false); err != nil {
-			return err
-		}
+	if err := checkIdentityUIDs(ErrInvalidRTStruct, d.SOPInstanceUID, d.SeriesInstanceUID); err != nil {
+		return err
+	}
+	if err := checkUID(ErrInvalidRTStruct, d.Predecessor, "PredecessorStructureSetSequence (3006,0018)", false); err != nil {
+		return err
 	}
 	names := map[string]int{}
 	for i, r := range d.ROIs {

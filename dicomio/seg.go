@@ -154,12 +154,7 @@ func EncodeSEG(src *Series, desc SEGDescription, masks [][][]uint8) ([]byte, *SE
 	if err := desc.validate(src, masks); err != nil {
 		return nil, nil, err
 	}
-	now := desc.ContentTime
-	if now.IsZero() {
-		now = time.Now()
-	}
-	desc.SOPInstanceUID = orDefault(desc.SOPInstanceUID, dicomstd.NewUID())
-	desc.SeriesInstanceUID = orDefault(desc.SeriesInstanceUID, dicomstd.NewUID())
+	now := fillIdentity(desc.ContentTime, &desc.SOPInstanceUID, &desc.SeriesInstanceUID)
 
 	var frames []segFrame
 	for s := range masks {
@@ -471,10 +466,8 @@ func (d *SEGDescription) validate(src *Series, masks [][][]uint8) error {
 	if err := d.Equipment.validate(ErrInvalidSEG); err != nil {
 		return err
 	}
-	for _, uid := range []struct{ name, v string }{{"SOPInstanceUID (0008,0018)", d.SOPInstanceUID}, {"SeriesInstanceUID (0020,000E)", d.SeriesInstanceUID}} {
-		if err := checkUID(ErrInvalidSEG, uid.v, uid.name, false); err != nil {
-			return err
-		}
+	if err := checkIdentityUIDs(ErrInvalidSEG, d.SOPInstanceUID, d.SeriesInstanceUID); err != nil {
+		return err
 	}
 	trackingIDOf := map[string]string{}  // TrackingUID -> TrackingID
 	trackingUIDOf := map[string]string{} // TrackingID -> TrackingUID
