@@ -367,6 +367,32 @@ class Trainer:
             return self._stage1_loss_fast(model, img, msk, rng)
         return self._stage1_loss_direct(model, img, msk, rng)
 
+    def _stage1_encode(self, model: DPersona, img, msk):
+        """The part both stage-I losses share: the feature term, the prior and posterior
+        Gaussians, and the code z of the dice sample (from the posterior or the prior, per
+        `posterior_sample`), drawn with the same one `torch.randn` call in both paths."""
+        cfg = self.cfg
+        n = img.shape[0]
+        feats = model.backbone(img)
+        ft = model.fcomb.feature_term(feats)
+        mu_p, ls_p = model.prior(img)
+        mu_q, ls_q = model.posterior(torch.cat([img, msk], dim=1))
+        eps = torch.randn(n, 1, cfg.model.latent_size, device=img.device)
+        if cfg.posterior_sample:
+            z = mu_q.unsqueeze(1) + torch.exp(ls_q).unsqueeze(1) * eps
+        else:
+            z = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps
+        return ft, (mu_p, ls_p), (mu_q, ls_q), z
+
+    def _stage1_total(self, model: DPersona, dice, kl, bound) -> Dict[str, torch.Tensor]:
+        """The weighted stage-I loss and its detached parts, from dice, KL and bound terms."""
+        cfg = self.cfg
+        reg = losses.l2_norm_sum(list(model.prior.parameters()) + list(model.posterior.parameters())
+                                 + list(model.fcomb.regularised_parameters()))
+        loss = dice + cfg.kl_weight * kl + cfg.bound_weight * bound + cfg.l2_weight * reg
+        return {"loss": loss, "dice": dice.detach(), "kl": kl.detach(), "bound": bound.detach(),
+                "l2": reg.detach()}
+
     def _stage1_loss_fast(self, model: DPersona, img, msk, rng) -> Dict[str, torch.Tensor]:
         """`_stage1_loss_direct`, same values and gradients, same random draws, less work: the
         bound loss needs, per pixel, only the highest and the lowest of the S prior samples'
@@ -375,17 +401,8 @@ class Trainer:
         selected code per pixel is decoded with autograd (`Fcomb.forward_selected`), together with
         the posterior sample: 3 maps per image through Fcomb's backward instead of 1 + S."""
         cfg = self.cfg
-        n = img.shape[0]
-        L = cfg.model.latent_size
-        feats = model.backbone(img)
-        ft = model.fcomb.feature_term(feats)
-        mu_p, ls_p = model.prior(img)
-        mu_q, ls_q = model.posterior(torch.cat([img, msk], dim=1))
-        eps = torch.randn(n, 1, L, device=img.device)
-        if cfg.posterior_sample:
-            z = mu_q.unsqueeze(1) + torch.exp(ls_q).unsqueeze(1) * eps
-        else:
-            z = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps
+        n, L = img.shape[0], cfg.model.latent_size
+        ft, (mu_p, ls_p), (mu_q, ls_q), z = self._stage1_encode(model, img, msk)
         rater = int(rng.randint(msk.shape[1]))
         eps_b = torch.randn(n, cfg.bound_samples, L, device=img.device)
         z_b = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps_b
@@ -397,25 +414,12 @@ class Trainer:
         dice = losses.soft_dice_loss(probs, msk[:, rater])
         kl = losses.kl_diag_gaussians(mu_q, ls_q, mu_p, ls_p)
         bound = losses.bound_loss_from_extremes(upper, lower, msk)
-        reg = losses.l2_norm_sum(list(model.prior.parameters()) + list(model.posterior.parameters())
-                                 + list(model.fcomb.regularised_parameters()))
-        loss = dice + cfg.kl_weight * kl + cfg.bound_weight * bound + cfg.l2_weight * reg
-        return {"loss": loss, "dice": dice.detach(), "kl": kl.detach(), "bound": bound.detach(),
-                "l2": reg.detach()}
+        return self._stage1_total(model, dice, kl, bound)
 
     def _stage1_loss_direct(self, model: DPersona, img, msk, rng) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
-        n = img.shape[0]
-        L = cfg.model.latent_size
-        feats = model.backbone(img)
-        ft = model.fcomb.feature_term(feats)
-        mu_p, ls_p = model.prior(img)
-        mu_q, ls_q = model.posterior(torch.cat([img, msk], dim=1))
-        eps = torch.randn(n, 1, L, device=img.device)
-        if cfg.posterior_sample:
-            z = mu_q.unsqueeze(1) + torch.exp(ls_q).unsqueeze(1) * eps
-        else:
-            z = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps
+        n, L = img.shape[0], cfg.model.latent_size
+        ft, (mu_p, ls_p), (mu_q, ls_q), z = self._stage1_encode(model, img, msk)
         probs = torch.sigmoid(model.fcomb(ft, z)[:, 0])
         rater = int(rng.randint(msk.shape[1]))
         dice = losses.soft_dice_loss(probs, msk[:, rater])
@@ -423,11 +427,7 @@ class Trainer:
         eps_b = torch.randn(n, cfg.bound_samples, L, device=img.device)
         z_b = mu_p.unsqueeze(1) + torch.exp(ls_p).unsqueeze(1) * eps_b
         bound = losses.bound_loss(torch.sigmoid(model.fcomb(ft, z_b)), msk)
-        reg = losses.l2_norm_sum(list(model.prior.parameters()) + list(model.posterior.parameters())
-                                 + list(model.fcomb.regularised_parameters()))
-        loss = dice + cfg.kl_weight * kl + cfg.bound_weight * bound + cfg.l2_weight * reg
-        return {"loss": loss, "dice": dice.detach(), "kl": kl.detach(), "bound": bound.detach(),
-                "l2": reg.detach()}
+        return self._stage1_total(model, dice, kl, bound)
 
     def _stage2_loss(self, model: DPersona, img, msk) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
