@@ -28,24 +28,13 @@ if [ ! -f "$MODEL/manifest.json" ]; then
   MODEL=inference/testdata/tiny
 fi
 die() { echo "bench-lesion: $*" >&2; exit 1; }
-[ -x "$BIN" ] || die "$BIN is missing: run 'make build'"
-for tool in storescu dcmodify curl; do command -v $tool >/dev/null || die "$tool is not installed: run scripts/setup.sh"; done
-ORTHANC_BIN=$(command -v Orthanc || echo /usr/sbin/Orthanc)
-[ -x "$ORTHANC_BIN" ] || die "Orthanc is not installed: run scripts/setup.sh"
 PY=/usr/bin/python3
 $PY -c 'import pydicom' 2>/dev/null || die "/usr/bin/python3 cannot import pydicom (python3-pydicom): run scripts/setup.sh"
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
+require_bench_tools
 
-rm -rf "$WORK"; mkdir -p "$WORK/orthanc/db" "$WORK/studies"
-chmod 0777 "$WORK/orthanc" "$WORK/orthanc/db"
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  rm -rf "$WORK/orthanc/db" "$WORK/data" "$WORK/studies" "$WORK/offline"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workspace
 
 # make_study NAME: SLICES slices with fresh UIDs cycling the real lidc-ct-0005 files along z, and
 # DIR/sr/sr.dcm: the shared measurement SR with the study, series, instance and referenced image
@@ -85,17 +74,8 @@ print(study)
 EOF
 }
 
-ORTHANC_DICOM=$(free_port); ORTHANC_HTTP=$(free_port); GW_DICOM=$(free_port); GW_HTTP=$(free_port)
-cat > "$WORK/orthanc/orthanc.json" <<EOF
-{"Name": "bench-pacs", "StorageDirectory": "$WORK/orthanc/db", "IndexDirectory": "$WORK/orthanc/db",
- "HttpPort": $ORTHANC_HTTP, "DicomPort": $ORTHANC_DICOM, "DicomAet": "ORTHANC", "RemoteAccessAllowed": false,
- "AuthenticationEnabled": false, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowEcho": true,
- "DicomCheckCalledAet": false, "UnknownSopClassAccepted": true}
-EOF
-RUN_AS=(); [ "$(id -u)" = 0 ] && RUN_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-"${RUN_AS[@]}" "$ORTHANC_BIN" "$WORK/orthanc/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$ORTHANC_HTTP/system" 30 || die "Orthanc did not start"
+start_bench_orthanc
+GW_DICOM=$(free_port); GW_HTTP=$(free_port)
 cat > "$WORK/config.json" <<EOF
 {"routes": [
   {"name": "whole-lung", "calling_ae": "BENCH_WL", "modality": "CT", "outputs": ["raters", "samples", "consensus"]},
@@ -121,14 +101,7 @@ for mode in $MODES; do
     sed -n 's/.* tiles in \([0-9.]*\)s (load \([0-9.]*\)s, infer \([0-9.]*\)s.*/\1 \3/p' | head -1)
   [ -n "$offline" ] || die "dpersona infer failed for $mode"
   TCP_NODELAY=1 timeout 300 storescu -R -aet $ae -aec DPERSONA 127.0.0.1 "$GW_DICOM" "${files[@]}" || die "storescu failed"
-  end=$((SECONDS + 1800)); state=""
-  while [ $SECONDS -lt $end ]; do
-    state=$(curl -fsS "http://127.0.0.1:$GW_HTTP/api/studies" | $PY -c 'import json,sys
-for s in json.load(sys.stdin):
-    if s["study_instance_uid"] == sys.argv[1]: print(s["state"])' "$study")
-    case $state in done|failed) break ;; esac
-    sleep 1 # timings come from the gateway's timestamps; a fast poll would steal CPU from the model
-  done
+  state=$(wait_study_state "http://127.0.0.1:$GW_HTTP/api/studies" "$study" 1800)
   [ "$state" = done ] || die "study $mode ended $state (see $WORK/serve.log)"
   curl -fsS "http://127.0.0.1:$GW_HTTP/api/studies" | $PY -c '
 import datetime, json, re, sys

@@ -23,23 +23,12 @@ if [ ! -f "$MODEL/manifest.json" ]; then
   MODEL=inference/testdata/tiny
 fi
 die() { echo "bench-pipeline: $*" >&2; exit 1; }
-[ -x "$BIN" ] || die "$BIN is missing: run 'make build'"
-for tool in storescu dcmodify curl; do command -v $tool >/dev/null || die "$tool is not installed: run scripts/setup.sh"; done
-ORTHANC_BIN=$(command -v Orthanc || echo /usr/sbin/Orthanc)
-[ -x "$ORTHANC_BIN" ] || die "Orthanc is not installed: run scripts/setup.sh"
 PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
+require_bench_tools
 
-rm -rf "$WORK"; mkdir -p "$WORK/orthanc/db" "$WORK/studies"
-chmod 0777 "$WORK/orthanc" "$WORK/orthanc/db"
-PIDS=()
-cleanup() {
-  stop_pids "${PIDS[@]}"
-  rm -rf "$WORK/orthanc/db" "$WORK/data" "$WORK/studies" "$WORK/offline"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workspace
 
 # make_study NAME N: N slices with fresh Study/Series/SOP UIDs, cycling the real lidc-ct-0005
 # pixels along z at 2.5 mm (one frame of reference), so each run is a new study for the gateway.
@@ -57,17 +46,8 @@ make_study() {
   echo "${v[0]}"
 }
 
-ORTHANC_DICOM=$(free_port); ORTHANC_HTTP=$(free_port); GW_DICOM=$(free_port); GW_HTTP=$(free_port)
-cat > "$WORK/orthanc/orthanc.json" <<EOF
-{"Name": "bench-pacs", "StorageDirectory": "$WORK/orthanc/db", "IndexDirectory": "$WORK/orthanc/db",
- "HttpPort": $ORTHANC_HTTP, "DicomPort": $ORTHANC_DICOM, "DicomAet": "ORTHANC", "RemoteAccessAllowed": false,
- "AuthenticationEnabled": false, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowEcho": true,
- "DicomCheckCalledAet": false, "UnknownSopClassAccepted": true}
-EOF
-RUN_AS=(); [ "$(id -u)" = 0 ] && RUN_AS=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-"${RUN_AS[@]}" "$ORTHANC_BIN" "$WORK/orthanc/orthanc.json" >"$WORK/orthanc.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$ORTHANC_HTTP/system" 30 || die "Orthanc did not start"
+start_bench_orthanc
+GW_DICOM=$(free_port); GW_HTTP=$(free_port)
 "$BIN" serve --data-dir "$WORK/data" --dicom-listen "127.0.0.1:$GW_DICOM" --http-listen "127.0.0.1:$GW_HTTP" \
   --quiet-window "$QUIET" --model "$MODEL" --forward-to "ORTHANC@127.0.0.1:$ORTHANC_DICOM" >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
@@ -85,17 +65,7 @@ for rep in $(seq 1 "$REPS"); do
     offline=$("$BIN" infer --model "$MODEL" --out "$WORK/offline/$name-$rep" "$dir" 2>/dev/null | \
       sed -n 's/.* tiles in \([0-9.]*\)s.*/\1/p' | head -1)
     TCP_NODELAY=1 timeout 300 storescu -aet BENCH -aec DPERSONA 127.0.0.1 "$GW_DICOM" "$dir"/*.dcm || die "storescu failed"
-    end=$((SECONDS + 1800))
-    state=""
-    while [ $SECONDS -lt $end ]; do
-      state=$(curl -fsS "http://127.0.0.1:$GW_HTTP/api/studies" | $PY -c 'import json,sys
-for s in json.load(sys.stdin):
-    if s["study_instance_uid"] == sys.argv[1]: print(s["state"])' "$study")
-      case $state in done|failed) break ;; esac
-      # The timings come from the gateway's own timestamps, so a slow poll costs no accuracy,
-      # while a fast one (a python per poll) would steal CPU from the model on 2 cores.
-      sleep 1
-    done
+    state=$(wait_study_state "http://127.0.0.1:$GW_HTTP/api/studies" "$study" 1800)
     [ "$state" = done ] || die "study $name ended $state (see $WORK/serve.log)"
     # The model's own time inside the gateway, from the worker's log line for this study.
     model_s=$(grep '"series processed"' "$WORK/serve.log" | grep '"component":"bus"' | grep "\"$study\"" | \
