@@ -93,10 +93,19 @@ func (s StudyComplete) StudyKey() string { return StudyKey(s.CalledAE, s.StudyIn
 // "study-complete." + sha256(called AE, study UID, sorted SOP instance UIDs)[:32]. A replay of the
 // same study is deduplicated, a study that gained instances is published again.
 func StudyCompleteMsgID(s StudyComplete) string {
+	return "study-complete." + instancesDigest(s, func(InstanceRef) bool { return true })
+}
+
+// instancesDigest is sha256(called AE, study UID, the sorted SOP Instance UIDs of the instances
+// keep selects)[:32] in hex: the identity of a study's contents that StudyCompleteMsgID (every
+// instance) and imagesKey (the images, without the lesion prompts) are made of.
+func instancesDigest(s StudyComplete, keep func(InstanceRef) bool) string {
 	var uids []string
 	for _, se := range s.Series {
 		for _, in := range se.Instances {
-			uids = append(uids, in.SOPInstanceUID)
+			if keep(in) {
+				uids = append(uids, in.SOPInstanceUID)
+			}
 		}
 	}
 	sort.Strings(uids)
@@ -106,7 +115,7 @@ func StudyCompleteMsgID(s StudyComplete) string {
 	for _, u := range uids {
 		writeField(h, u)
 	}
-	return "study-complete." + hex.EncodeToString(h.Sum(nil))[:32]
+	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
 // writeField writes a length-prefixed field so that ("ab","c") and ("a","bc") hash differently.

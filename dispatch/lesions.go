@@ -2,8 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -427,20 +425,5 @@ func (r Routing) hasLesionRoutes() bool {
 
 // imagesKey identifies the image instances of a study: every instance but the lesion prompts.
 func imagesKey(ev StudyComplete) string {
-	var uids []string
-	for _, se := range ev.Series {
-		for _, in := range se.Instances {
-			if !dicomio.IsPromptSOPClass(in.SOPClassUID) {
-				uids = append(uids, in.SOPInstanceUID)
-			}
-		}
-	}
-	sort.Strings(uids)
-	h := sha256.New()
-	writeField(h, ev.CalledAE)
-	writeField(h, ev.StudyInstanceUID)
-	for _, u := range uids {
-		writeField(h, u)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32]
+	return instancesDigest(ev, func(in InstanceRef) bool { return !dicomio.IsPromptSOPClass(in.SOPClassUID) })
 }
