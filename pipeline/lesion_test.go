@@ -18,17 +18,7 @@ import (
 
 func defaultEngine(t testing.TB) *inference.Engine {
 	t.Helper()
-	lib := testutil.RequireORT(t, inference.ORTLibEnv, inference.ORTLibName)
-	b, err := inference.LoadBundle(filepath.Join(testutil.RepoRoot(), "models", "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := inference.NewEngine(b, inference.EngineOptions{LibraryPath: lib})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	return bundleEngine(t, "models", "default")
 }
 
 func promptObject(t testing.TB, name string) *dicomio.PromptObject {

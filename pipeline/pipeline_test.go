@@ -18,8 +18,15 @@ import (
 
 func tinyEngine(t testing.TB) *inference.Engine {
 	t.Helper()
+	return bundleEngine(t, "inference", "testdata", "tiny")
+}
+
+// bundleEngine loads the model bundle at the repository path elem... and starts an engine on
+// it, closed when the test ends (without the onnxruntime library: see testutil.RequireORT).
+func bundleEngine(t testing.TB, elem ...string) *inference.Engine {
+	t.Helper()
 	lib := testutil.RequireORT(t, inference.ORTLibEnv, inference.ORTLibName)
-	b, err := inference.LoadBundle(filepath.Join(testutil.RepoRoot(), "inference", "testdata", "tiny"))
+	b, err := inference.LoadBundle(filepath.Join(append([]string{testutil.RepoRoot()}, elem...)...))
 	if err != nil {
 		t.Fatal(err)
 	}
