@@ -317,24 +317,37 @@ func transferSyntaxName(ts string) string {
 }
 
 // Attributes of the Patient, Clinical Trial Subject, General Study, Patient Study and Clinical
-// Trial Study modules that are copied into derived objects, besides all of group 0010.
-var studyTags = map[uint32]bool{
-	0x00080020: true, 0x00080030: true, 0x00080050: true, 0x00080051: true, 0x00080090: true,
-	0x00080096: true, 0x00081030: true, 0x00081032: true, 0x00081048: true, 0x00081049: true,
-	0x00081060: true, 0x00081062: true, 0x00081080: true, 0x00081084: true, 0x00081110: true,
-	0x0020000D: true, 0x00200010: true, 0x00401012: true,
-	0x00380010: true, 0x00380014: true, 0x00380060: true, 0x00380062: true, 0x00380064: true,
-	0x00380500: true, 0x00400031: true, 0x00400032: true, 0x00400033: true,
+// Trial Study modules that are copied into derived objects, besides all of groups 0010 and 0012.
+var studyTags = tagSet(
+	// General Study
+	tag.StudyDate, tag.StudyTime, tag.AccessionNumber, tag.IssuerOfAccessionNumberSequence,
+	tag.ReferringPhysicianName, tag.ReferringPhysicianIdentificationSequence, tag.StudyDescription,
+	tag.ProcedureCodeSequence, tag.PhysiciansOfRecord, tag.PhysiciansOfRecordIdentificationSequence,
+	tag.NameOfPhysiciansReadingStudy, tag.PhysiciansReadingStudyIdentificationSequence,
+	tag.ReferencedStudySequence, tag.StudyInstanceUID, tag.StudyID,
+	tag.ReasonForPerformedProcedureCodeSequence,
+	// Patient Study
+	tag.AdmittingDiagnosesDescription, tag.AdmittingDiagnosesCodeSequence, tag.AdmissionID,
+	tag.IssuerOfAdmissionIDSequence, tag.ServiceEpisodeID, tag.ServiceEpisodeDescription,
+	tag.IssuerOfServiceEpisodeIDSequence, tag.PatientState,
+	// HL7v2 Hierarchic Designator macro, as the issuers above carry it
+	tag.LocalNamespaceEntityID, tag.UniversalEntityID, tag.UniversalEntityIDType,
+)
+
+// Type 2 attributes of those modules: written empty (with the dictionary's VR) when the source
+// lacks them.
+var type2StudyTags = []tag.Tag{
+	tag.StudyDate, tag.StudyTime, tag.AccessionNumber, tag.ReferringPhysicianName,
+	tag.PatientName, tag.PatientID, tag.PatientBirthDate, tag.PatientSex,
+	tag.StudyInstanceUID, tag.StudyID,
 }
 
-// Type 2 attributes of those modules: written empty when the source lacks them.
-var type2StudyTags = []struct {
-	tag uint32
-	vr  string
-}{
-	{0x00080020, "DA"}, {0x00080030, "TM"}, {0x00080050, "SH"}, {0x00080090, "PN"},
-	{0x00100010, "PN"}, {0x00100020, "LO"}, {0x00100030, "DA"}, {0x00100040, "CS"},
-	{0x0020000D, "UI"}, {0x00200010, "SH"},
+func tagSet(tags ...tag.Tag) map[uint32]bool {
+	set := make(map[uint32]bool, len(tags))
+	for _, t := range tags {
+		set[t.Uint32()] = true
+	}
+	return set
 }
 
 func copyPatientStudy(a attrs) []element {
@@ -352,9 +365,13 @@ func copyPatientStudy(a attrs) []element {
 			have[t] = true
 		}
 	}
-	for _, t2 := range type2StudyTags {
-		if !have[t2.tag] {
-			out = append(out, element{tag: t2.tag, vr: t2.vr})
+	for _, t := range type2StudyTags {
+		if !have[t.Uint32()] {
+			info, err := tag.Find(t)
+			if err != nil || len(info.VRs) == 0 {
+				panic(fmt.Sprintf("dicomio: %v is not in the dictionary", t)) // a programming error in type2StudyTags
+			}
+			out = append(out, element{tag: t.Uint32(), vr: info.VRs[0]})
 		}
 	}
 	return out
