@@ -170,16 +170,24 @@ func BenchmarkOutputSizes300Slices(b *testing.B) {
 	}
 }
 
+// nodulePatch is the encoding set-up the output tests share: the 21 slices of series300 around
+// its synthetic nodule and a margin, the default manifest, a finding with `samples` synthetic
+// samples, a processor with test identities and a job at threshold 0.5.
+func nodulePatch(tb testing.TB, samples int) (*Processor, encodeJob, findingMaps) {
+	s := series300(tb)
+	s.Slices = s.Slices[140:161]
+	m := defaultManifest(tb)
+	f := syntheticFinding(s, samples, len(m.Raters), false)
+	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
+	return p, encodeJob{manifest: m, series: s, samples: samples, threshold: 0.5}, f
+}
+
 // TestCompactSamplesLeaveOutOnlyAgreeingSlices: the compact samples SEG drops exactly the slices
 // where every sample is the same, and keeps every slice where they differ.
 func TestCompactSamplesLeaveOutOnlyAgreeingSlices(t *testing.T) {
-	s := series300(t)
-	s.Slices = s.Slices[140:161] // the nodule and a margin
-	m := defaultManifest(t)
-	S, R := 4, len(m.Raters)
-	f := syntheticFinding(s, S, R, false)
-	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
-	job := encodeJob{manifest: m, series: s, samples: S, threshold: 0.5}
+	const S = 4
+	p, job, f := nodulePatch(t, S)
+	s := job.series
 	full, err := p.encodeOutputs(job, []findingMaps{f}, []Output{OutputSamples})
 	if err != nil {
 		t.Fatal(err)

@@ -17,12 +17,8 @@ import (
 // rejection note (IOCM KOS, DCM 113001) lists every object of the first version; dciodvfy
 // accepts all of them.
 func TestNewVersionSupersedes(t *testing.T) {
-	s := series300(t)
-	s.Slices = s.Slices[140:161]
-	m := defaultManifest(t)
-	f := syntheticFinding(s, 4, len(m.Raters), false)
-	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
-	job := encodeJob{manifest: m, series: s, samples: 4, threshold: 0.5, lung: true}
+	p, job, f := nodulePatch(t, 4)
+	job.lung = true
 	outs := []Output{OutputRaters, OutputConsensus, OutputRTStruct}
 	v1, err := p.encodeOutputs(job, []findingMaps{f}, outs)
 	if err != nil {
@@ -82,12 +78,7 @@ func TestNewVersionSupersedes(t *testing.T) {
 // far smaller, and reads back (our reader, pydicom via dcmdump's decoder) with the same frames;
 // dicom3tools cannot read deflate, so dciodvfy checks the inflated file.
 func TestDeflatedOutputs(t *testing.T) {
-	s := series300(t)
-	s.Slices = s.Slices[140:161]
-	m := defaultManifest(t)
-	f := syntheticFinding(s, 4, len(m.Raters), false)
-	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
-	job := encodeJob{manifest: m, series: s, samples: 4, threshold: 0.5}
+	p, job, f := nodulePatch(t, 4)
 	outs := []Output{OutputSamples, OutputRTStruct}
 	plain, err := p.encodeOutputs(job, []findingMaps{f}, outs)
 	if err != nil {
@@ -138,12 +129,8 @@ func TestDeflatedOutputs(t *testing.T) {
 // ContentDescription names the whole model version or falls back to a wording that fits, never
 // cut in the middle.
 func TestSegmentWordsAndColours(t *testing.T) {
-	s := series300(t)
-	s.Slices = s.Slices[140:161]
-	m := defaultManifest(t)
-	f := syntheticFinding(s, 4, len(m.Raters), false)
-	p := &Processor{SoftwareVersion: "test", DeviceSerialNumber: "test"}
-	job := encodeJob{manifest: m, series: s, samples: 4, threshold: 0.5}
+	p, job, f := nodulePatch(t, 4)
+	m := job.manifest
 	outs := []Output{OutputRaters, OutputSamples, OutputConsensus, OutputBands}
 	objs, err := p.encodeOutputs(job, []findingMaps{f}, outs)
 	if err != nil {
